@@ -1,0 +1,82 @@
+"""Hydra's basic sweeper, with two changes a long sweep needs.
+
+- Every sweep point is composed *and range-checked* before the first job starts, so a typo in the last
+  value of a grid fails in a second instead of after hours of training.
+- A failed job does not stop the sweep: the remaining jobs run, and the sweep ends with a summary of the
+  failed jobs and a non-zero exit.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from vae_sweep.config import ConfigError, UserError, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VaeSweeperConf:
+    _target_: str = "hydra_plugins.vae_sweep_sweeper.sweeper.VaeSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="vae_sweep", node=VaeSweeperConf, provider="vae_sweep")
+
+
+def _describe(job: JobReturn) -> str:
+    overrides = " ".join(job.overrides or []) or "(no overrides)"
+    return f"job {job.hydra_cfg.hydra.job.num if job.hydra_cfg else '?'} [{overrides}]: {job._return_value}"
+
+
+class VaeSweeper(BasicSweeper):
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        problems = []
+        for overrides in batch:
+            cfg = self.hydra_context.config_loader.load_sweep_config(
+                master_config=self.config, sweep_overrides=list(overrides)
+            )
+            try:
+                validate(cfg)
+            except ConfigError as error:
+                problems.append(f"{error} (sweep point: {' '.join(overrides)})")
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    def sweep(self, arguments: List[str]) -> Any:
+        params = self._parse_config()
+        params.extend(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        # Validate every batch before any job runs, not batch by batch.
+        for batch in self.overrides:
+            self.validate_batch_is_legal(batch)
+
+        returns: List[Sequence[JobReturn]] = []
+        initial_job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            initial_job_idx += len(batch)
+            returns.append(results)
+
+        jobs = [job for results in returns for job in results]
+        failed = [job for job in jobs if job.status != JobStatus.COMPLETED]
+        if failed:
+            lines = "\n".join("  " + _describe(job) for job in failed)
+            raise UserError(f"{len(failed)} of {len(jobs)} jobs failed (sweep {sweep_dir}):\n{lines}")
+        log.info(f"All {len(jobs)} jobs finished (sweep {sweep_dir}).")
+        return returns

@@ -1,0 +1,54 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed IDX file of unsigned bytes, as torchvision reads it."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_mnist_like(root: Path, train: int = 600, test: int = 200, folder: str = "MNIST", seed: int = 0) -> Path:
+    """Ten blurry class prototypes plus noise: learnable in a few epochs, so losses must fall."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((10, 28, 28)) ** 3
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, count in (("train", train), ("t10k", test)):
+        labels = np.arange(count) % 10
+        images = prototypes[labels] + 0.15 * rng.standard_normal((count, 28, 28))
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", np.clip(images * 255, 0, 255))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_mnist_like(root)
+    make_mnist_like(root, folder="FashionMNIST", seed=1)
+    return root
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_data, monkeypatch) -> Path:
+    """A fresh project root for CLI runs: outputs, multirun/ and mlflow.db land here."""
+    monkeypatch.setenv("VAE_SWEEP_DATA_DIR", str(tiny_data))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def run_cli(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), HYDRA_FULL_ERROR="")
+    env.pop("HYDRA_FULL_ERROR")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,99 @@
+"""End-to-end: `python -m vae_sweep` as a user runs it, on tiny generated IDX files."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+
+def job_dirs(workdir: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in workdir.glob("multirun/*/*/*/.hydra/config.yaml"))
+
+
+def read_history(job: Path) -> list[dict[str, float]]:
+    with open(job / "history.csv") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+@pytest.mark.slow
+def test_multirun_trains_one_job_per_sweep_point(workdir):
+    result = run_cli(
+        "vae_sweep",
+        "-m",
+        "model.latent=2,3",
+        "training.epochs=1,2",
+        "model.hidden=[64]",
+        "tracking.enabled=false",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = job_dirs(workdir)
+    assert len(jobs) == 4
+    seen = set()
+    for job in jobs:
+        cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        latent, epochs = cfg["model"]["latent"], cfg["training"]["epochs"]
+        seen.add((latent, epochs))
+        history = read_history(job)
+        assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
+        for row in history:
+            assert 0 < row["test/kl"] and 0 < row["test/recon"] < 784 * 0.7  # below a coin flip per pixel
+        assert history[-1]["test/loss"] <= history[0]["test/loss"]
+        assert (job / "checkpoint.pt").exists() and (job / "train.log").exists()
+    assert seen == {(2, 1), (2, 2), (3, 1), (3, 2)}
+
+
+@pytest.mark.slow
+def test_seed_experiment_is_exactly_three_jobs(workdir):
+    result = run_cli(
+        "vae_sweep",
+        "-m",
+        "experiment=seed",
+        "training.epochs=1",
+        "model.hidden=[32]",
+        "tracking.enabled=false",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    latents = sorted(
+        yaml.safe_load((job / ".hydra/config.yaml").read_text())["model"]["latent"] for job in job_dirs(workdir)
+    )
+    assert latents == [2, 100, 200]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.latent=0", "model.latent: 0; allowed: an integer >= 1"),
+        ("model.latent=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+        ("training.epochs=-1", "training.epochs: -1; allowed: an integer >= 1"),
+        ("model.foo=1", "Could not override 'model.foo'"),
+        ("model=foo", "Could not find 'model/foo'"),
+        ("model.activation=gelu", "expected one of [relu, tanh]"),
+        ("optimizer.lr=-1", "optimizer.lr: -1.0; allowed: a finite number > 0"),
+    ],
+)
+def test_bad_input_ends_in_one_clear_message(workdir, override, expected):
+    result = run_cli("vae_sweep", override, "tracking.enabled=false", cwd=workdir)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+
+
+def test_a_bad_sweep_point_stops_the_sweep_before_any_job(workdir):
+    result = run_cli("vae_sweep", "-m", "model.latent=2,0", "tracking.enabled=false", cwd=workdir)
+    assert result.returncode == 1
+    assert "model.latent: 0" in result.stderr and "sweep point: model.latent=0" in result.stderr
+    assert job_dirs(workdir) == []
+
+
+def test_missing_data_offline_is_one_message(workdir, tmp_path):
+    result = run_cli(
+        "vae_sweep", f"data.root={tmp_path}/empty", "data.download=false", "tracking.enabled=false", cwd=workdir
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: mnist data not found in") and "Traceback" not in result.stderr

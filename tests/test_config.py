@@ -1,0 +1,66 @@
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+from tests.conftest import REPO
+from vae_sweep.config import ConfigError, flatten, register_configs, to_container, validate
+
+
+def compose_config(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_defaults_are_the_study_first_run():
+    cfg = compose_config()
+    assert cfg.model.latent == 2 and list(cfg.model.hidden) == [512, 256]
+    assert cfg.optimizer.name.value == "adam" and cfg.optimizer.lr == 1e-3
+    assert cfg.training.batch_size == 128 and cfg.training.epochs == 50
+    assert cfg.data.name.value == "mnist"
+    validate(cfg)
+
+
+def test_data_root_follows_env_then_launch_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("VAE_SWEEP_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert compose_config().data.root == f"{tmp_path}/data"
+    monkeypatch.setenv("VAE_SWEEP_DATA_DIR", "/somewhere/else")
+    assert compose_config().data.root == "/somewhere/else"
+
+
+def test_seed_experiment_sweeps_three_study_points():
+    cfg = compose_config("experiment=seed")
+    assert dict(cfg.hydra.sweeper.params) == {"+study": "latent2_epochs50,latent100_epochs100,latent200_epochs100"}
+    for point, (latent, epochs) in {"latent2_epochs50": (2, 50), "latent100_epochs100": (100, 100)}.items():
+        composed = compose_config("experiment=seed", f"+study={point}")
+        assert (composed.model.latent, composed.training.epochs) == (latent, epochs)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.latent=0", "model.latent"),
+        ("model.hidden=[512,0]", "model.hidden"),
+        ("training.epochs=-1", "training.epochs"),
+        ("training.batch_size=0", "training.batch_size"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("training.beta=-0.5", "training.beta"),
+        ("training.device=tpu", "training.device"),
+        ("optimizer.momentum=1.5", "optimizer.momentum"),
+    ],
+)
+def test_out_of_range_values_name_the_key_and_what_is_allowed(override, key):
+    with pytest.raises(ConfigError, match=rf"{key}: .*allowed: "):
+        validate(compose_config(override))
+
+
+def test_flatten_gives_dotted_keys_of_the_resolved_config():
+    flat = flatten(to_container(compose_config("model.latent=5", "paths.output_dir=/tmp/job")))
+    assert flat["model.latent"] == 5
+    assert flat["model.activation"] == "relu"
+    assert flat["model.hidden"] == [512, 256]
+    assert not any(key.startswith("hydra.") for key in flat)
+    assert flat["paths.output_dir"] == "/tmp/job"

@@ -1,0 +1,83 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from vae_sweep.data import load
+from vae_sweep.model import VAE
+from vae_sweep.train import NonFiniteLoss, evaluate, fit, kl_weight
+
+
+class Recorder:
+    def __init__(self):
+        self.epochs = []
+
+    def log_epoch(self, epoch, metrics):
+        self.epochs.append((epoch, metrics))
+
+
+def training(**changes):
+    values = dict(
+        epochs=3, batch_size=64, eval_batch_size=100, seed=0, eval_seed=7, progress=False, beta=1.0, kl_warmup_epochs=0
+    )
+    return SimpleNamespace(**{**values, **changes})
+
+
+def train_once(tiny_data, **changes):
+    torch.manual_seed(0)
+    train, test = load("mnist", tiny_data, download=False)
+    model = VAE(latent=3, hidden=[64])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    recorder = Recorder()
+    history = fit(model, optimizer, train, test, training(**changes), recorder)
+    return history, recorder, model
+
+
+def test_kl_weight_ramps_linearly_then_holds():
+    assert [kl_weight(epoch, 1.0, 4) for epoch in (1, 2, 4, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert kl_weight(1, 0.5, 0) == 0.5
+
+
+def test_fit_reports_every_epoch_and_learns(tiny_data):
+    history, recorder, _ = train_once(tiny_data)
+    assert [epoch for epoch, _ in recorder.epochs] == [1, 2, 3]
+    keys = {"train/recon", "train/kl", "train/loss", "test/recon", "test/kl", "test/loss", "kl_weight", "epoch_time_s"}
+    assert set(recorder.epochs[0][1]) == keys
+    assert history[-1]["test/loss"] < history[0]["test/loss"]
+    for row in history:
+        assert row["train/loss"] == pytest.approx(row["train/recon"] + row["train/kl"], rel=1e-5)
+
+
+def test_same_seed_gives_bitwise_identical_losses(tiny_data):
+    first, _, _ = train_once(tiny_data)
+    second, _, _ = train_once(tiny_data)
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in rows]  # noqa: E731
+    assert strip(first) == strip(second)
+    other, _, _ = train_once(tiny_data, seed=1)
+    assert strip(other) != strip(first)
+
+
+def test_warmup_weights_the_train_kl_but_not_the_test_loss(tiny_data):
+    history, _, _ = train_once(tiny_data, kl_warmup_epochs=2, epochs=2)
+    assert [row["kl_weight"] for row in history] == [0.5, 1.0]
+    first = history[0]
+    assert first["train/loss"] == pytest.approx(first["train/recon"] + 0.5 * first["train/kl"], rel=1e-5)
+    assert first["test/loss"] == pytest.approx(first["test/recon"] + first["test/kl"], rel=1e-5)
+
+
+def test_evaluation_is_repeatable_and_leaves_the_training_rng_alone(tiny_data):
+    _, test = load("mnist", tiny_data, download=False)
+    model = VAE(latent=3, hidden=[64])
+    state = torch.get_rng_state()
+    assert evaluate(model, test, 64, seed=5) == evaluate(model, test, 64, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(tiny_data):
+    train, test = load("mnist", tiny_data, download=False)
+    model = VAE(latent=3, hidden=[64])
+    with torch.no_grad():
+        model.posterior.bias.fill_(float("nan"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1, batch 1 of 10"):
+        fit(model, optimizer, train, test, training(), Recorder())

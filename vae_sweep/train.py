@@ -1,0 +1,135 @@
+"""The training loop: epochs of seeded mini-batches over in-memory tensors, evaluated on the full test set."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from vae_sweep.config import UserError
+from vae_sweep.data import Split, batch_indices, binarize
+from vae_sweep.model import VAE, loss_terms
+
+log = logging.getLogger(__name__)
+
+TERMS = ("recon", "kl", "loss")
+
+
+class EpochSink(Protocol):
+    """Where the loop reports each epoch (the tracker); the loop knows nothing else about it."""
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+def kl_weight(epoch: int, beta: float, warmup_epochs: int) -> float:
+    """Weight of the KL term in 1-based `epoch`: a linear ramp to beta over the warm-up epochs, then beta."""
+    if warmup_epochs <= 0:
+        return beta
+    return beta * min(1.0, epoch / warmup_epochs)
+
+
+def _first_bad_batch(per_batch: Tensor) -> int:
+    return int((~torch.isfinite(per_batch).all(dim=1)).nonzero()[0, 0]) + 1
+
+
+def train_epoch(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    batch_size: int,
+    generator: torch.Generator,
+    weight: float,
+    dynamic_binarize: bool,
+    progress: bool,
+    epoch: int,
+) -> dict[str, float]:
+    """One pass over the training images; returns each term averaged over all images of the epoch."""
+    model.train()
+    batches = batch_indices(len(train), batch_size, generator)
+    # Per-batch sums stay on the device; one transfer at the end avoids a sync per batch.
+    per_batch = []
+    for index in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress):
+        x = train.images[index.to(train.images.device)]
+        if dynamic_binarize:
+            x = binarize(x)
+        logits, mu, logvar = model(x)
+        terms = loss_terms(x, logits, mu, logvar, weight)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        per_batch.append(torch.stack([terms[name].detach() for name in TERMS]) * len(index))
+    stacked = torch.stack(per_batch).cpu()
+    if not torch.isfinite(stacked).all():
+        raise NonFiniteLoss(
+            f"Non-finite loss in epoch {epoch}, batch {_first_bad_batch(stacked)} of {len(batches)}; "
+            "lower optimizer.lr or set training.grad_clip."
+        )
+    totals = stacked.sum(dim=0) / len(train)
+    return dict(zip(TERMS, totals.tolist(), strict=True))
+
+
+@torch.no_grad()
+def evaluate(model: VAE, split: Split, batch_size: int, seed: int, weight: float = 1.0) -> dict[str, float]:
+    """Each term averaged over the whole split, with the posterior noise drawn from a fixed seed.
+
+    The fixed seed makes the numbers comparable between epochs and runs, and leaves the training RNG untouched.
+    """
+    model.eval()
+    device = split.images.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        totals = torch.zeros(len(TERMS), device=device)
+        for x in split.images.split(batch_size):
+            logits, mu, logvar = model(x)
+            terms = loss_terms(x, logits, mu, logvar, weight)
+            totals += torch.stack([terms[name] for name in TERMS]) * len(x)
+    return dict(zip(TERMS, (totals / len(split)).tolist(), strict=True))
+
+
+def _summary_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    return (
+        f"epoch {epoch}/{epochs} | train loss {metrics['train/loss']:.2f} "
+        f"(recon {metrics['train/recon']:.2f}, kl {metrics['train/kl']:.2f}) | "
+        f"test loss {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f}) | "
+        f"{metrics['epoch_time_s']:.1f} s"
+    )
+
+
+def fit(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    test: Split,
+    training,  # the `training` node of the config
+    sink: EpochSink,
+    dynamic_binarize: bool = False,
+) -> list[dict[str, float]]:
+    """Train for training.epochs epochs; report and return each epoch's train and test terms."""
+    generator = torch.Generator().manual_seed(training.seed)
+    progress = training.progress and sys.stderr.isatty()
+    history = []
+    for epoch in range(1, training.epochs + 1):
+        start = time.perf_counter()
+        weight = kl_weight(epoch, training.beta, training.kl_warmup_epochs)
+        train_terms = train_epoch(
+            model, optimizer, train, training.batch_size, generator, weight, dynamic_binarize, progress, epoch
+        )
+        # The test loss is the plain ELBO's (weight = beta) so that epochs stay comparable during warm-up.
+        test_terms = evaluate(model, test, training.eval_batch_size, training.eval_seed, training.beta)
+        metrics = {f"train/{name}": value for name, value in train_terms.items()}
+        metrics.update({f"test/{name}": value for name, value in test_terms.items()})
+        metrics["kl_weight"] = weight
+        metrics["epoch_time_s"] = time.perf_counter() - start
+        sink.log_epoch(epoch, metrics)
+        log.info(_summary_line(epoch, training.epochs, metrics))
+        history.append({"epoch": epoch, **metrics})
+    return history
