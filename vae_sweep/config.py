@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import CompactHydraException
@@ -83,8 +83,12 @@ class TrainingConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = True
-    uri: Optional[str] = None
+    uri: str = MISSING
     experiment: str = "vae_sweep"
+    # Where a new experiment keeps its artifacts; None lets a tracking server decide.
+    artifact_root: Optional[str] = None
+    # Extra run tags, e.g. +tracking.tags.purpose=ablation; reproduction sets `reproduces`.
+    tags: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,0 +1,237 @@
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from tests.conftest import run_cli
+from vae_sweep import load_model
+from vae_sweep.config import UserError
+from vae_sweep.tracking import check_reachable, connect, tracked_run
+
+FIGURES = {"losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png"}
+EPOCH_METRICS = [
+    "train/recon",
+    "train/kl",
+    "train/loss",
+    "test/recon",
+    "test/kl",
+    "test/loss",
+    "kl_weight",
+    "epoch_time_s",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tracking_cfg(tmp_path, **changes):
+    values = dict(
+        enabled=True, uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="t", artifact_root=f"{tmp_path}/mlruns"
+    )
+    return OmegaConf.create({**values, **changes})
+
+
+def only_run(uri: str, experiment: str = "t"):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_a_run_that_completes_is_finished_with_its_params(tmp_path):
+    cfg = tracking_cfg(tmp_path)
+    with tracked_run(cfg, "latent=3", {"model.latent": 3}, {"sweep.job": "0"}) as tracker:
+        tracker.log_epoch(1, {"test/loss": 5.0})
+    client, run = only_run(cfg.uri)
+    assert run.info.status == "FINISHED" and run.info.run_name == "latent=3"
+    assert run.data.params == {"model.latent": "3"} and run.data.tags["sweep.job"] == "0"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test/loss")] == [(1, 5.0)]
+    assert run.info.artifact_uri.startswith(f"file://{tmp_path}/mlruns")
+
+
+def test_a_run_that_raises_is_failed_with_the_message(tmp_path):
+    cfg = tracking_cfg(tmp_path)
+    with pytest.raises(ValueError), tracked_run(cfg, "x", {}, {}):
+        raise ValueError("loss went to nan")
+    _, run = only_run(cfg.uri)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "ValueError: loss went to nan"
+
+
+def test_ctrl_c_marks_the_run_killed(tmp_path):
+    cfg = tracking_cfg(tmp_path)
+    with pytest.raises(KeyboardInterrupt), tracked_run(cfg, "x", {}, {}):
+        raise KeyboardInterrupt
+    assert only_run(cfg.uri)[1].info.status == "KILLED"
+
+
+def test_experiment_creation_is_idempotent(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert connect(uri, "e", None)[1] == connect(uri, "e", None)[1]
+
+
+def test_disabled_tracking_writes_no_store(tmp_path):
+    with tracked_run(tracking_cfg(tmp_path, enabled=False), "x", {}, {}) as tracker:
+        tracker.log_epoch(1, {"test/loss": 1.0})
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unreachable_server_fails_fast_naming_the_uri():
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(UserError, match=f"tracking.uri={uri} is unreachable"):
+        check_reachable(uri)
+    assert time.monotonic() - start < 10
+
+
+def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
+    """Params, one metric value per epoch with no gaps or duplicates, figures, config and checkpoint."""
+    run_id = run.info.run_id
+    assert run.info.status == "FINISHED"
+    for key in EPOCH_METRICS:
+        assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, epochs + 1)), key
+    assert "final/test/loss" in run.data.metrics
+    figures = {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "figures")}
+    assert FIGURES <= figures
+    assert {a.path for a in client.list_artifacts(run_id, "hydra")} >= {"hydra/config.yaml", "hydra/overrides.yaml"}
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"config_resolved.yaml", "checkpoint", "history.csv"}
+    for tag in ("sweep.id", "sweep.job", "hydra.overrides", "git.commit", "host", "version.torch"):
+        assert tag in run.data.tags
+
+
+@pytest.mark.slow
+def test_multirun_leaves_one_complete_run_per_job(workdir):
+    result = run_cli("vae_sweep", "-m", "model.latent=2,3", "training.epochs=2", "model.hidden=[32]", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == [
+        "latent=2 epochs=2 hidden=[32]",
+        "latent=3 epochs=2 hidden=[32]",
+    ]
+    assert {run.data.params["model.latent"] for run in runs} == {"2", "3"}
+    assert runs[0].data.params["model.hidden"] == "[32]"
+    for run in runs:
+        check_complete_run(client, run, epochs=2)
+        assert len([t for t in run.data.tags if t.startswith("data.md5.")]) == 4
+    manifold_runs = [
+        r
+        for r in runs
+        if any(a.path == "figures/manifold.png" for a in client.list_artifacts(r.info.run_id, "figures"))
+    ]
+    assert [r.data.params["model.latent"] for r in manifold_runs] == ["2"]
+    model, config = load_model(runs[0].info.run_id, tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    assert config["model"]["latent"] == model.latent
+    assert model.sample(2).shape == model.decode(torch.zeros(2, model.latent)).shape == (2, 784)
+
+
+@pytest.mark.slow
+def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
+    result = run_cli(
+        "vae_sweep",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        "model.latent=2,3,4,5",
+        "training.epochs=1",
+        "model.hidden=[32]",
+        "training.threads=1",
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    assert len(runs) == 4
+    for run in runs:
+        check_complete_run(client, run, epochs=1)
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tiny_data, tmp_path):
+    empty = tmp_path / "no-data"
+    result = run_cli(
+        "vae_sweep",
+        "-m",
+        f"data.root={tiny_data},{empty}",
+        "data.download=false",
+        "training.epochs=1",
+        "model.hidden=[32]",
+        cwd=workdir,
+    )
+    assert result.returncode == 1
+    assert "1 of 2 jobs failed" in result.stderr and "mnist data not found" in result.stderr
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    status = {run.data.params["data.root"]: run for run in runs}
+    assert status[str(tiny_data)].info.status == "FINISHED"
+    failed = status[str(empty)]
+    assert failed.info.status == "FAILED" and "mnist data not found" in failed.data.tags["error"]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_job_tracked_by_a_real_server(workdir, mlflow_server):
+    result = run_cli(
+        "vae_sweep", f"tracking.uri={mlflow_server}", "training.epochs=1", "model.hidden=[32]", cwd=workdir
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (workdir / "mlflow.db").exists()
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    assert len(runs) == 1
+    check_complete_run(client, runs[0], epochs=1)
+    assert runs[0].data.params["model.latent"] == "2"
+
+
+def test_unreachable_tracking_uri_stops_before_training(workdir):
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("vae_sweep", f"tracking.uri={uri}", "training.epochs=1", cwd=workdir)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: tracking.uri={uri} is unreachable")
+    assert not list(workdir.glob("outputs/*/*/history.csv"))

@@ -1,0 +1,199 @@
+"""The study's figures: pure functions from data to a titled, labelled PNG, each closing its figure."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from vae_sweep.model import IMAGE_SIZE
+
+# Figures are written to files from training jobs, often on machines without a display.
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+GRID_PADDING = 2
+# Grey between tiles separates them without looking like ink (1) or background (0).
+GRID_PAD_VALUE = 0.5
+DPI = 100
+LOSS_TERMS = (("kl", "KL"), ("recon", "reconstruction"), ("loss", "total (the objective)"))
+
+
+@contextmanager
+def _saved_figure(path: Path, **subplots: Any) -> Iterator[tuple[Figure, Any]]:
+    """A new figure and its axes, written to path as PNG when the block ends and closed however it ends."""
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def image_grid(images: Tensor, nrow: int) -> np.ndarray:
+    """(N, 784) pixel values in [0, 1] as one (H, W) picture, nrow images per row, filled row by row."""
+    tiles = images.detach().cpu().float().reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    # make_grid copies the single channel into three; one is the picture.
+    return make_grid(tiles, nrow=nrow, padding=GRID_PADDING, pad_value=GRID_PAD_VALUE)[0].numpy()
+
+
+def _tile_centre(index: float) -> float:
+    """Pixel coordinate of the centre of the tile at row or column `index` of an image_grid."""
+    return GRID_PADDING + index * (IMAGE_SIZE + GRID_PADDING) + (IMAGE_SIZE - 1) / 2
+
+
+def _show_grid(ax, grid: np.ndarray) -> None:
+    # Fixed limits keep grey levels comparable between figures instead of stretching each one to its own range.
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+
+
+def losses(history: list[dict[str, float]], path: Path | str) -> Path:
+    """KL, reconstruction and total loss per epoch, train against test, in three panels."""
+    path = Path(path)
+    epochs = [row["epoch"] for row in history]
+    with _saved_figure(path, ncols=len(LOSS_TERMS), figsize=(15, 4.5)) as (fig, axes):
+        for ax, (term, name) in zip(axes, LOSS_TERMS, strict=True):
+            for split in ("train", "test"):
+                ax.plot(epochs, [row[f"{split}/{term}"] for row in history], marker=".", label=split)
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("nats per image")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend()
+        fig.suptitle("Loss per epoch, train and test")
+    return path
+
+
+def reconstructions(
+    real: Tensor, reconstructed: Tensor, path: Path | str, title: str = "Test images and their reconstructions"
+) -> Path:
+    """Real images in the top row, each one's reconstruction beneath it."""
+    if real.shape != reconstructed.shape:
+        raise ValueError(f"real {tuple(real.shape)} and reconstructed {tuple(reconstructed.shape)} differ in shape")
+    path = Path(path)
+    columns = len(real)
+    with _saved_figure(path, figsize=(0.6 * columns + 1.5, 3)) as (fig, ax):
+        _show_grid(ax, image_grid(torch.cat([real, reconstructed]), nrow=columns))
+        ax.set_yticks([_tile_centre(0), _tile_centre(1)], ["real", "reconstructed"])
+        ax.set_xticks([])
+        ax.set_title(title)
+    return path
+
+
+def samples(images: Tensor, path: Path | str) -> Path:
+    """Decoded prior samples in a square grid (8x8 for 64)."""
+    path = Path(path)
+    with _saved_figure(path, figsize=(7, 7.5)) as (fig, ax):
+        _show_grid(ax, image_grid(images, nrow=math.ceil(math.sqrt(len(images)))))
+        ax.set_axis_off()
+        ax.set_title(f"{len(images)} samples decoded from z ~ N(0, I)\n(pixel probabilities of p(x|z), not binarised)")
+    return path
+
+
+def pca_2d(means: Tensor) -> tuple[Tensor, Tensor]:
+    """Centred means projected on their first two principal axes, (N, 2), and each axis's share of the variance."""
+    centred = means.detach().cpu().float()
+    centred = centred - centred.mean(dim=0)
+    _, singular_values, axes = torch.linalg.svd(centred, full_matrices=False)
+    variances = singular_values.pow(2)
+    return centred @ axes[:2].T, variances[:2] / variances.sum()
+
+
+def latent_scatter(means: Tensor, labels: Tensor, path: Path | str, class_names: Sequence[str] | None = None) -> Path:
+    """Posterior means of the test set coloured by class: as they are in 1-D and 2-D, a PCA projection above."""
+    path = Path(path)
+    means, labels = means.detach().cpu().float(), labels.detach().cpu()
+    latent = means.shape[1]
+    if latent == 1:
+        # One coordinate alone would pile all classes on a line; a row per class, jittered, shows their overlap.
+        jitter = torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) * 0.6 - 0.3
+        x, y = means[:, 0], labels.float() + jitter
+        title = "Posterior means of the test set: z1 of each class (1-D latent, rows jittered)"
+        x_label, y_label = "z1", "class"
+    elif latent == 2:
+        x, y = means[:, 0], means[:, 1]
+        title = "Posterior means of the test set"
+        x_label, y_label = "z1", "z2"
+    else:
+        projected, explained = pca_2d(means)
+        x, y = projected[:, 0], projected[:, 1]
+        title = f"Posterior means of the test set: PCA projection of the {latent}-D latent space"
+        x_label = f"principal component 1 ({explained[0]:.1%} of variance)"
+        y_label = f"principal component 2 ({explained[1]:.1%} of variance)"
+    classes = labels.unique().tolist()
+    names = [class_names[label] if class_names is not None else str(label) for label in classes]
+    with _saved_figure(path, figsize=(8, 6.5)) as (fig, ax):
+        colours = plt.get_cmap("tab10")
+        for label, name in zip(classes, names, strict=True):
+            chosen = labels == label
+            ax.scatter(x[chosen], y[chosen], s=2, alpha=0.4, color=colours(label % 10), label=name, linewidths=0)
+        if latent == 1:
+            ax.set_yticks(classes, names)
+        legend = ax.legend(title="class", markerscale=4, loc="upper left", bbox_to_anchor=(1.02, 1))
+        # Swatches inherit the points' transparency and would be too faint to match colours against.
+        for handle in legend.legend_handles:
+            handle.set_alpha(1.0)
+        ax.set_title(title)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+    return path
+
+
+def manifold_grid(
+    decode: Callable[[Tensor], Tensor], n: int = 20, span: float = 3.0, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """Images decoded on an n x n grid over [-span, span]^2, z1 rising left to right and z2 bottom to top."""
+    values = torch.linspace(-span, span, n, device=device)
+    z2, z1 = torch.meshgrid(values, values, indexing="ij")
+    with torch.no_grad():
+        images = decode(torch.stack([z1.flatten(), z2.flatten()], dim=1)).detach().cpu()
+    # z2 rises with the row of the batch, but the first row of a picture is its top one.
+    return image_grid(images.reshape(n, n, -1).flip(0).reshape(n * n, -1), nrow=n)
+
+
+def manifold(
+    decode: Callable[[Tensor], Tensor],
+    path: Path | str,
+    n: int = 20,
+    span: float = 3.0,
+    device: torch.device | str = "cpu",
+) -> Path:
+    """The decoder over a square of a 2-D latent space; `device` is where decode expects its z."""
+    path = Path(path)
+    tick_values = np.linspace(-span, span, 5)
+    # The grid's linspace puts value v at fractional tile index (v + span) / (2 span) * (n - 1).
+    tile_indices = (tick_values + span) / (2 * span) * (n - 1)
+    tick_labels = [f"{value:g}" for value in tick_values]
+    with _saved_figure(path, figsize=(9, 9)) as (fig, ax):
+        _show_grid(ax, manifold_grid(decode, n, span, device))
+        ax.set_xticks([_tile_centre(index) for index in tile_indices], tick_labels)
+        ax.set_yticks([_tile_centre(n - 1 - index) for index in tile_indices], tick_labels)
+        ax.set_xlabel("z1")
+        ax.set_ylabel("z2")
+        ax.set_title(f"Decoder means over the latent square [{-span:g}, {span:g}]², {n}×{n} grid")
+    return path
+
+
+def kl_per_dim(values: Tensor, path: Path | str) -> Path:
+    """Test-set KL of each latent dimension, largest first."""
+    path = Path(path)
+    ranked = values.detach().cpu().float().sort(descending=True).values
+    with _saved_figure(path, figsize=(max(6.0, 0.12 * len(ranked) + 2), 4.5)) as (fig, ax):
+        ax.bar(np.arange(1, len(ranked) + 1), ranked.numpy())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("latent dimension (sorted by KL)")
+        ax.set_ylabel("KL (nats)")
+        ax.set_title(
+            f"Test-set KL per latent dimension (sorted)\ntotal {ranked.sum():.2f} nats over {len(ranked)} dimensions"
+        )
+    return path

@@ -1,0 +1,41 @@
+"""Where a result came from: code version, library versions, machine. Recorded on runs, compared on reproduction."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+LIBRARIES = ("torch", "torchvision", "mlflow", "hydra-core", "omegaconf")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip()
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """The commit checked out at `root` and whether tracked files differ from it ('unknown' outside git)."""
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit is None:
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    changes = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return {"git.commit": commit, "git.dirty": str(bool(changes)).lower()}
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[f"version.{name}"] = version(name)
+        except PackageNotFoundError:
+            versions[f"version.{name}"] = "absent"
+    return versions
+
+
+def provenance(root: Path) -> dict[str, str]:
+    return {**git_state(root), **library_versions(), "host": platform.node(), "python": platform.python_version()}
