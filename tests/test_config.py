@@ -64,3 +64,23 @@ def test_flatten_gives_dotted_keys_of_the_resolved_config():
     assert flat["model.hidden"] == [512, 256]
     assert not any(key.startswith("hydra.") for key in flat)
     assert flat["paths.output_dir"] == "/tmp/job"
+
+
+NUMERIC_SETTINGS = [
+    "model.latent", "training.epochs", "training.batch_size", "training.eval_batch_size", "training.seed",
+    "training.eval_seed", "training.threads", "training.beta", "training.kl_warmup_epochs", "training.grad_clip",
+    "training.checkpoint_every", "training.heartbeat_timeout_s", "optimizer.lr", "optimizer.weight_decay",
+    "optimizer.momentum",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", NUMERIC_SETTINGS)
+def test_every_numeric_setting_rejects_text(key):
+    with pytest.raises(Exception, match=f"{key}|could not be converted"):
+        compose_config(f"{key}=abc")
+
+
+@pytest.mark.parametrize("key", [k for k in NUMERIC_SETTINGS if k not in ("training.seed", "training.eval_seed")])
+def test_every_bounded_numeric_setting_rejects_out_of_range(key):
+    with pytest.raises(ConfigError, match=rf"Invalid value for {key}: "):
+        validate(compose_config(f"{key}=-5"))

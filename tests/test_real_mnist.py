@@ -50,6 +50,7 @@ def test_one_epoch_of_the_pytorch_examples_shape_beats_130_nats(mnist_root):
         progress=False,
         beta=1.0,
         kl_warmup_epochs=0,
+        grad_clip=0.0,
     )
     history = fit(model, optimizer, train, test, training, Discard())
     assert history[0]["test/loss"] < 130

@@ -9,10 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import run_cli
+from tests.conftest import make_mnist_like, run_cli
 from vae_sweep import load_model
 from vae_sweep.config import UserError
-from vae_sweep.tracking import check_reachable, connect, tracked_run
+from vae_sweep.tracking import check_reachable, connect, open_store, tracked_run
 
 FIGURES = {"losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png"}
 EPOCH_METRICS = [
@@ -49,7 +49,7 @@ def only_run(uri: str, experiment: str = "t"):
 
 def test_a_run_that_completes_is_finished_with_its_params(tmp_path):
     cfg = tracking_cfg(tmp_path)
-    with tracked_run(cfg, "latent=3", {"model.latent": 3}, {"sweep.job": "0"}) as tracker:
+    with tracked_run(open_store(cfg), "latent=3", {"model.latent": 3}, {"sweep.job": "0"}) as tracker:
         tracker.log_epoch(1, {"test/loss": 5.0})
     client, run = only_run(cfg.uri)
     assert run.info.status == "FINISHED" and run.info.run_name == "latent=3"
@@ -60,7 +60,7 @@ def test_a_run_that_completes_is_finished_with_its_params(tmp_path):
 
 def test_a_run_that_raises_is_failed_with_the_message(tmp_path):
     cfg = tracking_cfg(tmp_path)
-    with pytest.raises(ValueError), tracked_run(cfg, "x", {}, {}):
+    with pytest.raises(ValueError), tracked_run(open_store(cfg), "x", {}, {}):
         raise ValueError("loss went to nan")
     _, run = only_run(cfg.uri)
     assert run.info.status == "FAILED" and run.data.tags["error"] == "ValueError: loss went to nan"
@@ -68,7 +68,7 @@ def test_a_run_that_raises_is_failed_with_the_message(tmp_path):
 
 def test_ctrl_c_marks_the_run_killed(tmp_path):
     cfg = tracking_cfg(tmp_path)
-    with pytest.raises(KeyboardInterrupt), tracked_run(cfg, "x", {}, {}):
+    with pytest.raises(KeyboardInterrupt), tracked_run(open_store(cfg), "x", {}, {}):
         raise KeyboardInterrupt
     assert only_run(cfg.uri)[1].info.status == "KILLED"
 
@@ -79,7 +79,7 @@ def test_experiment_creation_is_idempotent(tmp_path):
 
 
 def test_disabled_tracking_writes_no_store(tmp_path):
-    with tracked_run(tracking_cfg(tmp_path, enabled=False), "x", {}, {}) as tracker:
+    with tracked_run(open_store(tracking_cfg(tmp_path, enabled=False)), "x", {}, {}) as tracker:
         tracker.log_epoch(1, {"test/loss": 1.0})
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -140,7 +140,7 @@ def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
         "-m",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=4",
-        "model.latent=2,3,4,5",
+        "model.latent=2,3,4,5,6,7,8,9",
         "training.epochs=1",
         "model.hidden=[32]",
         "training.threads=1",
@@ -149,31 +149,37 @@ def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
     assert result.returncode == 0, result.stderr
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
-    assert len(runs) == 4
+    assert len(runs) == 8
     for run in runs:
         check_complete_run(client, run, epochs=1)
 
 
 @pytest.mark.slow
-def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tiny_data, tmp_path):
-    empty = tmp_path / "no-data"
+def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tmp_path):
+    only_mnist = make_mnist_like(tmp_path / "only-mnist")
     result = run_cli(
-        "vae_sweep",
-        "-m",
-        f"data.root={tiny_data},{empty}",
-        "data.download=false",
-        "training.epochs=1",
-        "model.hidden=[32]",
-        cwd=workdir,
-    )
+        "vae_sweep", "-m", "data.name=fashion_mnist,mnist", f"data.root={only_mnist}", "data.download=false",
+        "training.epochs=1", "model.hidden=[32]", cwd=workdir,
+    )  # fmt: skip
     assert result.returncode == 1
-    assert "1 of 2 jobs failed" in result.stderr and "mnist data not found" in result.stderr
+    assert "1 of 2 jobs failed" in result.stderr and "fashion_mnist data not found" in result.stderr
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
-    status = {run.data.params["data.root"]: run for run in runs}
-    assert status[str(tiny_data)].info.status == "FINISHED"
-    failed = status[str(empty)]
-    assert failed.info.status == "FAILED" and "mnist data not found" in failed.data.tags["error"]
+    by_dataset = {run.data.params["data.name"]: run for run in runs}
+    assert by_dataset["mnist"].info.status == "FINISHED"
+    failed = by_dataset["fashion_mnist"]
+    assert failed.info.status == "FAILED" and "fashion_mnist data not found" in failed.data.tags["error"]
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_fails_its_job_with_epoch_and_batch(workdir):
+    result = run_cli("vae_sweep", "-m", "optimizer.lr=1e-3,1e4", "training.epochs=2", "model.hidden=[32]", cwd=workdir)
+    assert result.returncode == 1
+    assert "1 of 2 jobs failed" in result.stderr and "Non-finite loss in epoch 1, batch" in result.stderr
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    status = {run.data.params["optimizer.lr"]: run.info.status for run in runs}
+    assert status == {"0.001": "FINISHED", "10000.0": "FAILED"}
 
 
 @pytest.fixture

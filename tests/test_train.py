@@ -18,7 +18,15 @@ class Recorder:
 
 def training(**changes):
     values = dict(
-        epochs=3, batch_size=64, eval_batch_size=100, seed=0, eval_seed=7, progress=False, beta=1.0, kl_warmup_epochs=0
+        epochs=3,
+        batch_size=64,
+        eval_batch_size=100,
+        seed=0,
+        eval_seed=7,
+        progress=False,
+        beta=1.0,
+        kl_warmup_epochs=0,
+        grad_clip=0.0,
     )
     return SimpleNamespace(**{**values, **changes})
 

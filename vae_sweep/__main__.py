@@ -12,7 +12,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    return run(cfg)["test/loss"]
+    return run(cfg)["final/test/loss"]
 
 
 if __name__ == "__main__":

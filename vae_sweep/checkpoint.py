@@ -15,12 +15,8 @@ FILENAME = "checkpoint.pt"
 
 
 def save(model: VAE, config: dict, path: Path, **extra) -> None:
-    """Written to a temporary file and renamed, so a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    torch.save({"state_dict": model.state_dict(), "config": config, **extra}, temporary)
-    os.replace(temporary, path)
+    """The trained model with its config, for `load` / `load_model`."""
+    save_state({"state_dict": model.state_dict(), "config": config, **extra}, path)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict]:
@@ -42,3 +38,46 @@ def load_model(run_id_or_path: str | Path, tracking_uri: str | None = None) -> t
             str(run_id_or_path), f"{ARTIFACT_PATH}/{FILENAME}", folder
         )
         return load(local)
+
+
+def training_state(
+    model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator, history: list[dict]
+) -> dict:
+    """Everything a resumed job needs to continue bitwise-identically after the last epoch in `history`."""
+    return {
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "batch_order_rng": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "history": history,
+    }
+
+
+def restore_training_state(
+    state: dict, model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> list[dict]:
+    """Put a saved state back into the live objects; returns the history of the epochs already done."""
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["batch_order_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["history"]
+
+
+def save_state(state: dict, path: Path) -> None:
+    """Atomic, like `save`: a kill mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(handle)
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load_state(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    # Optimizer states and RNG tensors are plain tensors and containers: the safe loader reads them.
+    return torch.load(path, map_location="cpu", weights_only=True)

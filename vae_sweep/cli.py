@@ -31,3 +31,6 @@ def main_with_clean_errors(hydra_main: Callable[[], object]) -> None:
     except (CompactHydraException, OmegaConfBaseException) as error:
         sys.stderr.write(f"error: {_user_message(error)}\n")
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: the run is marked KILLED; run the same command again to resume it.\n")
+        sys.exit(130)

@@ -36,6 +36,11 @@ class Binarize(Enum):
     fixed = "fixed"
 
 
+class Resume(Enum):
+    auto = "auto"
+    never = "never"
+
+
 class OptimizerName(Enum):
     adam = "adam"
     sgd = "sgd"
@@ -78,6 +83,10 @@ class TrainingConfig:
     progress: bool = True
     beta: float = 1.0
     kl_warmup_epochs: int = 0
+    grad_clip: float = 0.0
+    checkpoint_every: int = 1
+    resume: Resume = Resume.auto
+    heartbeat_timeout_s: float = 600.0
 
 
 @dataclass
@@ -96,6 +105,7 @@ class PathsConfig:
     root_dir: str = MISSING
     data_dir: str = MISSING
     output_dir: str = MISSING
+    checkpoint_dir: str = MISSING
 
 
 @dataclass
@@ -130,6 +140,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.threads": (lambda v: v >= 0, "an integer >= 0 (0 keeps torch's default)"),
     "training.beta": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "training.kl_warmup_epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "training.grad_clip": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 turns clipping off)"),
+    "training.checkpoint_every": (lambda v: v >= 1, "an integer >= 1"),
+    "training.heartbeat_timeout_s": (lambda v: v > 0, "a number of seconds > 0"),
     "training.device": (_is_device, "auto, cpu, cuda, cuda:N or mps"),
     "optimizer.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "optimizer.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),

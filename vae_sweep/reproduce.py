@@ -156,6 +156,8 @@ def rerun(folder: Path, overrides: list[str], run_dir: Path, source: str) -> Non
         "--config-name=reproduce",
         f"hydra.run.dir={run_dir}",
         f"+tracking.tags.reproduces={source}",
+        # The original FINISHED run has the same fingerprint: without this the job would be skipped.
+        "training.resume=never",
         *overrides,
     ]
     if subprocess.run(command).returncode != 0:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -20,7 +22,8 @@ from vae_sweep.config import UserError, flatten, to_container, validate
 from vae_sweep.data import Split, binarize, file_md5s, load
 from vae_sweep.model import VAE, build_model, kl_per_dim
 from vae_sweep.provenance import provenance
-from vae_sweep.tracking import tracked_run
+from vae_sweep.resume import Decision, decide, fingerprint
+from vae_sweep.tracking import MlflowTracker, NullTracker, Store, open_store, tracked_run
 from vae_sweep.train import fit
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ def job_identity(cfg: DictConfig) -> tuple[str, dict[str, str]]:
         "sweep.job": str(hydra_cfg.job.num if multirun else 0),
         "hydra.overrides": " ".join(overrides),
         "torch.threads": str(torch.get_num_threads()),
+        "pid": str(os.getpid()),
         **provenance(Path(cfg.paths.root_dir)),
         **cfg.tracking.tags,
     }
@@ -112,8 +116,71 @@ def write_figures(model: VAE, test: Split, history: list[dict[str, float]], fold
     figures.kl_per_dim(kl_per_dim(means, logvars).mean(dim=0).cpu(), folder / "kl_per_dim.png")
 
 
+class ContinuingSink:
+    """Reports only epochs the run does not hold yet: after a resume, re-trained epochs were already reported
+    (with identical numbers, since training is deterministic), and epochs in the checkpoint may not have been."""
+
+    def __init__(self, tracker: MlflowTracker | NullTracker, history: list[dict[str, float]]):
+        self.tracker = tracker
+        self.reported = tracker.logged_epochs()
+        for row in history[self.reported :]:
+            self.log_epoch(int(row["epoch"]), {key: value for key, value in row.items() if key != "epoch"})
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch > self.reported:
+            self.tracker.log_epoch(epoch, metrics)
+            self.reported = epoch
+
+
+def train_with_checkpoints(model, optimizer, train, test, cfg, tracker, generator, history, state_path):
+    """fit(), saving a resumable state every training.checkpoint_every epochs, at the last one and on Ctrl-C."""
+    every, epochs = cfg.training.checkpoint_every, cfg.training.epochs
+    unsaved = None
+
+    def save(history: list[dict[str, float]]) -> None:
+        nonlocal unsaved
+        state = checkpoint.training_state(model, optimizer, generator, history)
+        if len(history) % every == 0 or len(history) == epochs:
+            checkpoint.save_state(state, state_path)
+            unsaved = None
+        else:
+            unsaved = copy.deepcopy(state)  # the live tensors move on; Ctrl-C must save this epoch's values
+
+    sink = ContinuingSink(tracker, history)
+    dynamic = cfg.data.binarize.value == "dynamic"
+    try:
+        return fit(model, optimizer, train, test, cfg.training, sink, dynamic, generator, history, save)
+    except KeyboardInterrupt:
+        if unsaved is not None:
+            checkpoint.save_state(unsaved, state_path)
+        raise
+
+
+def previous_run(store: Store | None, key: str, training) -> Decision:
+    if store is None or training.resume.value == "never":
+        return Decision("new")
+    return decide(store.client, store.experiment_id, key, training.heartbeat_timeout_s)
+
+
+def write_outputs(model, cfg, config, test, history, output_dir: Path, tracker) -> dict[str, float]:
+    """History, model checkpoint, figures and final metrics: in the job folder and on the run."""
+    write_history(history, output_dir / "history.csv")
+    checkpoint.save(model, config, output_dir / checkpoint.FILENAME, epoch=cfg.training.epochs)
+    write_figures(model, test, history, output_dir / "figures", cfg.training.eval_batch_size)
+    final = {f"final/{key}": value for key, value in history[-1].items() if "/" in key}
+    tracker.log_metrics(final, step=cfg.training.epochs)
+    (output_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
+    tracker.log_artifact(output_dir / "history.csv")
+    tracker.log_artifact(output_dir / checkpoint.FILENAME, checkpoint.ARTIFACT_PATH)
+    tracker.log_artifacts(output_dir / "figures", "figures")
+    return final
+
+
 def train_job(cfg: DictConfig) -> dict[str, float]:
-    """Train one configuration inside its tracked run; returns the last epoch's metrics."""
+    """Train one configuration inside its tracked run; returns its final metrics.
+
+    A configuration that already FINISHED is skipped; one that was interrupted continues from its checkpoint.
+    """
     validate(cfg)
     device = resolve_device(cfg.training.device)
     if cfg.training.threads > 0:
@@ -123,8 +190,25 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     config = to_container(cfg)
     (output_dir / "config_resolved.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     name, tags = job_identity(cfg)
+    key = tags["fingerprint"] = fingerprint(config)
 
-    with tracked_run(cfg.tracking, name, flatten(config), tags) as tracker:
+    store = open_store(cfg.tracking)
+    decision = previous_run(store, key, cfg.training)
+    if decision.action == "skip":
+        log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
+        return {k: v for k, v in decision.run.data.metrics.items() if k.startswith("final/")}
+    if decision.action == "busy":
+        raise UserError(
+            f"Run {decision.run.info.run_id} with this config is still running (pid {decision.run.data.tags.get('pid')}"
+            f" on {decision.run.data.tags.get('host')}); wait for it, or pass training.resume=never for a new run."
+        )
+    checkpoints = Path(cfg.paths.checkpoint_dir)
+    resume_id = decision.run.info.run_id if decision.action == "resume" else None
+    if resume_id and not (checkpoints / f"{resume_id}.pt").exists():
+        resume_id = None  # nothing to continue from: a fresh run keeps the old one's history unmixed
+
+    with tracked_run(store, name, flatten(config), tags, resume_id) as tracker:
+        state_path = checkpoints / f"{tracker.run_id or key}.pt"
         if (output_dir / ".hydra").is_dir():
             tracker.log_artifacts(output_dir / ".hydra", "hydra")
         tracker.log_artifact(output_dir / "config_resolved.yaml")
@@ -136,23 +220,19 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         (output_dir / "provenance.json").write_text(json.dumps(tags, indent=1))
         model = build_model(cfg.model).to(device)
         optimizer = build_optimizer(model, cfg.optimizer)
+        generator = torch.Generator().manual_seed(cfg.training.seed)
+        state = checkpoint.load_state(state_path) if cfg.training.resume.value == "auto" else None
+        history = checkpoint.restore_training_state(state, model, optimizer, generator) if state else []
         log.info(
             f"{cfg.data.name.value}: {len(train)} train / {len(test)} test images on {device}; "
             f"model {list(cfg.model.hidden)} -> latent {cfg.model.latent}"
+            + (f"; resuming after epoch {len(history)}" if history else "")
         )
 
-        history = fit(model, optimizer, train, test, cfg.training, tracker, cfg.data.binarize.value == "dynamic")
-        write_history(history, output_dir / "history.csv")
-        checkpoint.save(model, config, output_dir / checkpoint.FILENAME, epoch=cfg.training.epochs)
-        write_figures(model, test, history, output_dir / "figures", cfg.training.eval_batch_size)
-
-        final = {f"final/{key}": value for key, value in history[-1].items() if "/" in key}
-        tracker.log_metrics(final, step=cfg.training.epochs)
-        (output_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
-        tracker.log_artifact(output_dir / "history.csv")
-        tracker.log_artifact(output_dir / checkpoint.FILENAME, checkpoint.ARTIFACT_PATH)
-        tracker.log_artifacts(output_dir / "figures", "figures")
-    return history[-1]
+        history = train_with_checkpoints(model, optimizer, train, test, cfg, tracker, generator, history, state_path)
+        final = write_outputs(model, cfg, config, test, history, output_dir, tracker)
+    state_path.unlink(missing_ok=True)
+    return final
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -86,6 +87,9 @@ class NullTracker:
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         pass
 
+    def logged_epochs(self) -> int:
+        return 0
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
 
@@ -123,7 +127,21 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=entries[start : start + BATCH_LIMIT])
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.log_metrics(metrics, step=epoch)
+        """The epoch's metrics and a heartbeat tag in one call: a resumed sweep tells live runs from dead ones."""
+        now = time.time()
+        entries = [Metric(key, float(value), int(now * 1000), epoch) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=entries, tags=[RunTag("heartbeat", f"{now:.0f}")])
+
+    def logged_epochs(self) -> int:
+        """How many epochs the run's history holds (the last step of test/loss)."""
+        return max((metric.step for metric in self.client.get_metric_history(self.run_id, "test/loss")), default=0)
+
+    @classmethod
+    def reopen(cls, client: MlflowClient, run_id: str, tags: dict[str, str]) -> MlflowTracker:
+        client.update_run(run_id, status="RUNNING")
+        tracker = cls(client, run_id)
+        tracker.set_tags({**tags, "error": "", "resumed": "true"})
+        return tracker
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
@@ -141,19 +159,35 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+@dataclass
+class Store:
+    client: MlflowClient
+    experiment_id: str
+
+
+def open_store(tracking_cfg) -> Store | None:
+    """The configured store and experiment, created if new; None when tracking is off."""
+    if not tracking_cfg.enabled:
+        return None
+    return Store(*connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root))
+
+
 @contextmanager
 def tracked_run(
-    tracking_cfg, run_name: str, params: dict, tags: dict[str, str]
+    store: Store | None, run_name: str, params: dict, tags: dict[str, str], resume_run_id: str | None = None
 ) -> Iterator[MlflowTracker | NullTracker]:
-    """A run that ends FINISHED, FAILED (with the error on the run) or KILLED (Ctrl-C), whatever happens inside."""
-    if not tracking_cfg.enabled:
+    """A run that ends FINISHED, FAILED (with the error on the run) or KILLED (Ctrl-C), whatever happens inside.
+
+    With `resume_run_id` the interrupted run is reopened, so its metric history simply continues.
+    """
+    if store is None:
         yield NullTracker()
         return
-    client, experiment_id = connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root)
-    tracker = MlflowTracker.start(client, experiment_id, run_name, params, tags)
-    log.info(
-        f"MLflow run {tracker.run_id} ({run_name}) in experiment {tracking_cfg.experiment!r} at {tracking_cfg.uri}"
-    )
+    if resume_run_id is None:
+        tracker = MlflowTracker.start(store.client, store.experiment_id, run_name, params, tags)
+    else:
+        tracker = MlflowTracker.reopen(store.client, resume_run_id, tags)
+    log.info(f"MLflow run {tracker.run_id} ({run_name}){' resumed' if resume_run_id else ''}")
     try:
         yield tracker
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
@@ -51,6 +51,7 @@ def train_epoch(
     dynamic_binarize: bool,
     progress: bool,
     epoch: int,
+    grad_clip: float = 0.0,
 ) -> dict[str, float]:
     """One pass over the training images; returns each term averaged over all images of the epoch."""
     model.train()
@@ -65,6 +66,8 @@ def train_epoch(
         terms = loss_terms(x, logits, mu, logvar, weight)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         per_batch.append(torch.stack([terms[name].detach() for name in TERMS]) * len(index))
     stacked = torch.stack(per_batch).cpu()
@@ -112,16 +115,25 @@ def fit(
     training,  # the `training` node of the config
     sink: EpochSink,
     dynamic_binarize: bool = False,
+    generator: torch.Generator | None = None,
+    history: list[dict[str, float]] | None = None,
+    on_epoch_end: Callable[[list[dict[str, float]]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train for training.epochs epochs; report and return each epoch's train and test terms."""
-    generator = torch.Generator().manual_seed(training.seed)
+    """Train up to training.epochs epochs; report and return each epoch's train and test terms.
+
+    A resumed job passes the batch-order generator and the history restored from its checkpoint and carries on
+    after the last epoch in that history. `on_epoch_end` (the checkpoint) runs before the epoch is reported, so
+    a report never gets ahead of what a resumed job would know.
+    """
+    generator = generator if generator is not None else torch.Generator().manual_seed(training.seed)
+    history = list(history or [])
     progress = training.progress and sys.stderr.isatty()
-    history = []
-    for epoch in range(1, training.epochs + 1):
+    for epoch in range(len(history) + 1, training.epochs + 1):
         start = time.perf_counter()
         weight = kl_weight(epoch, training.beta, training.kl_warmup_epochs)
         train_terms = train_epoch(
-            model, optimizer, train, training.batch_size, generator, weight, dynamic_binarize, progress, epoch
+            model, optimizer, train, training.batch_size, generator, weight, dynamic_binarize, progress, epoch,
+            training.grad_clip,
         )
         # The test loss is the plain ELBO's (weight = beta) so that epochs stay comparable during warm-up.
         test_terms = evaluate(model, test, training.eval_batch_size, training.eval_seed, training.beta)
@@ -129,7 +141,9 @@ def fit(
         metrics.update({f"test/{name}": value for name, value in test_terms.items()})
         metrics["kl_weight"] = weight
         metrics["epoch_time_s"] = time.perf_counter() - start
+        history.append({"epoch": epoch, **metrics})
+        if on_epoch_end is not None:
+            on_epoch_end(history)
         sink.log_epoch(epoch, metrics)
         log.info(_summary_line(epoch, training.epochs, metrics))
-        history.append({"epoch": epoch, **metrics})
     return history

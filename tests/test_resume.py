@@ -1,0 +1,199 @@
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, make_mnist_like, run_cli
+from vae_sweep import checkpoint
+from vae_sweep.data import load
+from vae_sweep.model import VAE
+from vae_sweep.resume import fingerprint, is_dead
+from vae_sweep.train import fit
+
+CONFIG = {
+    "model": {"latent": 2, "hidden": [8]},
+    "training": {"seed": 0, "threads": 0, "progress": True},
+    "tracking": {"uri": "a"},
+    "paths": {"root_dir": "/x"},
+    "data": {"name": "mnist", "root": "/d"},
+}
+
+
+def changed(section: str, key: str, value):
+    return {**CONFIG, section: {**CONFIG[section], key: value}}
+
+
+def test_fingerprint_ignores_placement_but_not_results():
+    base = fingerprint(CONFIG)
+    assert fingerprint(changed("tracking", "uri", "b")) == base
+    assert fingerprint(changed("paths", "root_dir", "/y")) == base
+    assert fingerprint(changed("training", "threads", 4)) == base
+    assert fingerprint(changed("data", "root", "/elsewhere")) == base
+    assert fingerprint(changed("model", "latent", 3)) != base
+    assert fingerprint(changed("training", "seed", 1)) != base
+    assert fingerprint(changed("data", "name", "fashion_mnist")) != base
+
+
+def fake_run(tags: dict, start_ms: float = 0):
+    return SimpleNamespace(data=SimpleNamespace(tags=tags), info=SimpleNamespace(start_time=start_ms))
+
+
+def test_a_running_run_is_dead_when_its_process_is_gone_or_silent():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert is_dead(fake_run({"host": platform.node(), "pid": str(gone.pid)}), timeout_s=600)
+    assert not is_dead(fake_run({"host": platform.node(), "pid": str(os.getpid())}), timeout_s=600)
+    assert is_dead(fake_run({"host": "elsewhere", "heartbeat": "1000"}), timeout_s=600, now=2000)
+    assert not is_dead(fake_run({"host": "elsewhere", "heartbeat": "1900"}), timeout_s=600, now=2000)
+
+
+def training(epochs: int):
+    return SimpleNamespace(
+        epochs=epochs, batch_size=64, eval_batch_size=100, seed=0, eval_seed=7, progress=False, beta=1.0,
+        kl_warmup_epochs=0, grad_clip=0.0,
+    )  # fmt: skip
+
+
+class Discard:
+    def log_epoch(self, epoch, metrics):
+        pass
+
+
+def fresh(seed=0):
+    torch.manual_seed(seed)
+    model = VAE(latent=3, hidden=[32])
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3), torch.Generator().manual_seed(0)
+
+
+def without_time(history):
+    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+
+
+def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
+    train, test = load("mnist", tiny_data, download=False)
+    model, optimizer, generator = fresh()
+    straight = fit(model, optimizer, train, test, training(3), Discard(), generator=generator)
+
+    model, optimizer, generator = fresh()
+    path = tmp_path / "state.pt"
+
+    def save(history):
+        checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, history), path)
+
+    fit(model, optimizer, train, test, training(1), Discard(), generator=generator, on_epoch_end=save)
+    torch.manual_seed(123)  # whatever the new process's RNG holds must not matter
+    model, optimizer, generator = fresh(seed=99)
+    history = checkpoint.restore_training_state(checkpoint.load_state(path), model, optimizer, generator)
+    resumed = fit(model, optimizer, train, test, training(3), Discard(), generator=generator, history=history)
+    assert without_time(resumed) == without_time(straight)
+
+
+@pytest.fixture
+def slow_data(tmp_path_factory):
+    """Big enough that an epoch lasts long enough to interrupt a job in the middle."""
+    return make_mnist_like(tmp_path_factory.mktemp("slow"), train=6000, test=500)
+
+
+SWEEP = ("-m", "model.latent=2,3", "training.epochs=6")
+
+
+def runs_of(workdir):
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    return client, client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+
+
+def wait_for_checkpoint(workdir, process, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not list((workdir / "checkpoints").glob("*.pt")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
+def start(workdir, data, *args):
+    env = dict(os.environ, PYTHONPATH=str(REPO), VAE_SWEEP_DATA_DIR=str(data))
+    return subprocess.Popen(
+        [sys.executable, "-m", "vae_sweep", *args], cwd=workdir, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def histories(client, run, keys=("train/loss", "test/loss", "test/kl")):
+    return {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)] for key in keys}
+
+
+def by_latent(runs):
+    return {run.data.params["model.latent"]: run for run in runs}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_data, monkeypatch):
+    monkeypatch.setenv("VAE_SWEEP_DATA_DIR", str(slow_data))
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    reference.mkdir(), interrupted.mkdir()
+    assert run_cli("vae_sweep", *SWEEP, cwd=reference).returncode == 0
+
+    process = start(interrupted, slow_data, *SWEEP)
+    wait_for_checkpoint(interrupted, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    _, runs = runs_of(interrupted)
+    assert [run.info.status for run in runs] == ["RUNNING"]  # what kill -9 leaves behind
+
+    again = run_cli("vae_sweep", *SWEEP, cwd=interrupted)
+    assert again.returncode == 0, again.stderr
+    client, runs = runs_of(interrupted)
+    reference_client, reference_runs = runs_of(reference)
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    for latent, run in by_latent(runs).items():
+        expected = by_latent(reference_runs)[latent]
+        got = histories(client, run)
+        assert [step for step, _ in got["test/loss"]] == list(range(1, 7))
+        assert got == histories(reference_client, expected)
+        assert run.data.metrics["final/test/loss"] == expected.data.metrics["final/test/loss"]
+    assert not list((interrupted / "checkpoints").glob("*.pt"))
+
+    third = run_cli("vae_sweep", *SWEEP, cwd=interrupted)
+    assert third.returncode == 0 and third.stdout.count("already FINISHED") == 2
+    assert len(runs_of(interrupted)[1]) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
+    process = start(workdir, slow_data, "training.epochs=6")
+    wait_for_checkpoint(workdir, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0 and "interrupted" in stderr and "Traceback" not in stderr
+    client, runs = runs_of(workdir)
+    assert [run.info.status for run in runs] == ["KILLED"]
+    assert list((workdir / "checkpoints").glob("*.pt"))
+
+    env_result = subprocess.run(
+        [sys.executable, "-m", "vae_sweep", "training.epochs=6"], cwd=workdir, capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO), VAE_SWEEP_DATA_DIR=str(slow_data)),
+    )  # fmt: skip
+    assert env_result.returncode == 0, env_result.stderr
+    assert "resuming after epoch" in env_result.stdout
+    client, runs = runs_of(workdir)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")] == list(range(1, 7))
+
+
+@pytest.mark.slow
+def test_resume_never_forces_a_new_run(workdir):
+    for _ in range(2):
+        assert (
+            run_cli(
+                "vae_sweep", "training.epochs=1", "model.hidden=[16]", "training.resume=never", cwd=workdir
+            ).returncode
+            == 0
+        )
+    assert len(runs_of(workdir)[1]) == 2

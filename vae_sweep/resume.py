@@ -1,0 +1,74 @@
+"""Resume and skip: a sweep point is known by a fingerprint of what determines its result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from vae_sweep.config import flatten
+
+# Settings that change where, how fast or how visibly a job runs, not what it computes.
+_NOT_RESULT = (
+    "tracking.",
+    "paths.",
+    "data.root",
+    "data.download",
+    "training.threads",
+    "training.progress",
+    "training.resume",
+    "training.checkpoint_every",
+    "training.heartbeat_timeout_s",
+)
+
+
+def fingerprint(config: dict) -> str:
+    """Equal for two resolved configs exactly when they would train the same model the same way."""
+    result_keys = {key: value for key, value in flatten(config).items() if not key.startswith(_NOT_RESULT)}
+    return hashlib.sha256(json.dumps(result_keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_dead(run: Run, timeout_s: float, now: float | None = None) -> bool:
+    """A RUNNING run nobody is running: its process is gone (same host), or it has been silent too long."""
+    tags = run.data.tags
+    if tags.get("host") == platform.node() and tags.get("pid", "").isdigit():
+        return not _pid_alive(int(tags["pid"]))
+    last_sign = float(tags.get("heartbeat", run.info.start_time / 1000))
+    return (now or time.time()) - last_sign > timeout_s
+
+
+@dataclass
+class Decision:
+    action: str  # "new", "skip" (a FINISHED run exists), "resume" (continue `run`), or "busy" (alive elsewhere)
+    run: Run | None = None
+
+
+def decide(client: MlflowClient, experiment_id: str, key: str, timeout_s: float) -> Decision:
+    runs = client.search_runs(
+        [experiment_id], f"tags.fingerprint = '{key}'", order_by=["attributes.start_time DESC"], max_results=100
+    )
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    if finished:
+        return Decision("skip", finished[0])
+    for run in runs:
+        if run.info.status in ("FAILED", "KILLED"):
+            return Decision("resume", run)
+        if run.info.status == "RUNNING":
+            return Decision("resume", run) if is_dead(run, timeout_s) else Decision("busy", run)
+    return Decision("new")
