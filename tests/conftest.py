@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,3 +53,12 @@ def run_cli(module: str, *args: str, cwd: Path, timeout: int = 600) -> subproces
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def training_settings(**changes) -> SimpleNamespace:
+    """The `training` config node that fit() reads, small by default, for tests that call it directly."""
+    values = dict(
+        epochs=3, batch_size=64, eval_batch_size=100, seed=0, eval_seed=7, progress=False, beta=1.0,
+        kl_warmup_epochs=0, grad_clip=0.0,
+    )  # fmt: skip
+    return SimpleNamespace(**{**values, **changes})

@@ -1,12 +1,11 @@
 """On the real MNIST files (skipped where ../shared/data is absent)."""
 
 import shutil
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, training_settings
 from vae_sweep.data import load
 from vae_sweep.model import VAE
 from vae_sweep.train import fit
@@ -41,16 +40,6 @@ def test_one_epoch_of_the_pytorch_examples_shape_beats_130_nats(mnist_root):
     train, test = load("mnist", mnist_root)
     model = VAE(latent=20, hidden=[400])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    training = SimpleNamespace(
-        epochs=1,
-        batch_size=128,
-        eval_batch_size=2000,
-        seed=0,
-        eval_seed=1234,
-        progress=False,
-        beta=1.0,
-        kl_warmup_epochs=0,
-        grad_clip=0.0,
-    )
+    training = training_settings(epochs=1, batch_size=128, eval_batch_size=2000, eval_seed=1234)
     history = fit(model, optimizer, train, test, training, Discard())
     assert history[0]["test/loss"] < 130

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, make_mnist_like, run_cli
+from tests.conftest import REPO, make_mnist_like, run_cli, training_settings
 from vae_sweep import checkpoint
 from vae_sweep.data import load
 from vae_sweep.model import VAE
@@ -54,13 +54,6 @@ def test_a_running_run_is_dead_when_its_process_is_gone_or_silent():
     assert not is_dead(fake_run({"host": "elsewhere", "heartbeat": "1900"}), timeout_s=600, now=2000)
 
 
-def training(epochs: int):
-    return SimpleNamespace(
-        epochs=epochs, batch_size=64, eval_batch_size=100, seed=0, eval_seed=7, progress=False, beta=1.0,
-        kl_warmup_epochs=0, grad_clip=0.0,
-    )  # fmt: skip
-
-
 class Discard:
     def log_epoch(self, epoch, metrics):
         pass
@@ -79,7 +72,7 @@ def without_time(history):
 def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
     train, test = load("mnist", tiny_data, download=False)
     model, optimizer, generator = fresh()
-    straight = fit(model, optimizer, train, test, training(3), Discard(), generator=generator)
+    straight = fit(model, optimizer, train, test, training_settings(epochs=3), Discard(), generator=generator)
 
     model, optimizer, generator = fresh()
     path = tmp_path / "state.pt"
@@ -87,11 +80,12 @@ def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
     def save(history):
         checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, history), path)
 
-    fit(model, optimizer, train, test, training(1), Discard(), generator=generator, on_epoch_end=save)
+    fit(model, optimizer, train, test, training_settings(epochs=1), Discard(), generator=generator, on_epoch_end=save)
     torch.manual_seed(123)  # whatever the new process's RNG holds must not matter
     model, optimizer, generator = fresh(seed=99)
     history = checkpoint.restore_training_state(checkpoint.load_state(path), model, optimizer, generator)
-    resumed = fit(model, optimizer, train, test, training(3), Discard(), generator=generator, history=history)
+    settings = training_settings(epochs=3)
+    resumed = fit(model, optimizer, train, test, settings, Discard(), generator=generator, history=history)
     assert without_time(resumed) == without_time(straight)
 
 

@@ -1,8 +1,7 @@
-from types import SimpleNamespace
-
 import pytest
 import torch
 
+from tests.conftest import training_settings
 from vae_sweep.data import load
 from vae_sweep.model import VAE
 from vae_sweep.train import NonFiniteLoss, evaluate, fit, kl_weight
@@ -16,28 +15,13 @@ class Recorder:
         self.epochs.append((epoch, metrics))
 
 
-def training(**changes):
-    values = dict(
-        epochs=3,
-        batch_size=64,
-        eval_batch_size=100,
-        seed=0,
-        eval_seed=7,
-        progress=False,
-        beta=1.0,
-        kl_warmup_epochs=0,
-        grad_clip=0.0,
-    )
-    return SimpleNamespace(**{**values, **changes})
-
-
 def train_once(tiny_data, **changes):
     torch.manual_seed(0)
     train, test = load("mnist", tiny_data, download=False)
     model = VAE(latent=3, hidden=[64])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     recorder = Recorder()
-    history = fit(model, optimizer, train, test, training(**changes), recorder)
+    history = fit(model, optimizer, train, test, training_settings(**changes), recorder)
     return history, recorder, model
 
 
@@ -88,4 +72,4 @@ def test_non_finite_loss_stops_with_epoch_and_batch(tiny_data):
         model.posterior.bias.fill_(float("nan"))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     with pytest.raises(NonFiniteLoss, match=r"epoch 1, batch 1 of 10"):
-        fit(model, optimizer, train, test, training(), Recorder())
+        fit(model, optimizer, train, test, training_settings(), Recorder())
