@@ -27,6 +27,7 @@ def test_multirun_trains_one_job_per_sweep_point(workdir):
         "training.epochs=1,2",
         "model.hidden=[64]",
         "tracking.enabled=false",
+        "eval.enabled=false",
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
@@ -55,6 +56,7 @@ def test_seed_experiment_is_exactly_three_jobs(workdir):
         "training.epochs=1",
         "model.hidden=[32]",
         "tracking.enabled=false",
+        "eval.enabled=false",
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr

@@ -95,7 +95,7 @@ def slow_data(tmp_path_factory):
     return make_mnist_like(tmp_path_factory.mktemp("slow"), train=6000, test=500)
 
 
-SWEEP = ("-m", "model.latent=2,3", "training.epochs=6")
+SWEEP = ("-m", "model.latent=2,3", "training.epochs=6", "eval.enabled=false")
 
 
 def runs_of(workdir):
@@ -161,7 +161,7 @@ def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_da
 
 @pytest.mark.slow
 def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
-    process = start(workdir, slow_data, "training.epochs=6")
+    process = start(workdir, slow_data, "training.epochs=6", "eval.enabled=false")
     wait_for_checkpoint(workdir, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -171,7 +171,8 @@ def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
     assert list((workdir / "checkpoints").glob("*.pt"))
 
     env_result = subprocess.run(
-        [sys.executable, "-m", "vae_sweep", "training.epochs=6"], cwd=workdir, capture_output=True, text=True,
+        [sys.executable, "-m", "vae_sweep", "training.epochs=6", "eval.enabled=false"],
+        cwd=workdir, capture_output=True, text=True,
         env=dict(os.environ, PYTHONPATH=str(REPO), VAE_SWEEP_DATA_DIR=str(slow_data)),
     )  # fmt: skip
     assert env_result.returncode == 0, env_result.stderr
@@ -186,7 +187,12 @@ def test_resume_never_forces_a_new_run(workdir):
     for _ in range(2):
         assert (
             run_cli(
-                "vae_sweep", "training.epochs=1", "model.hidden=[16]", "training.resume=never", cwd=workdir
+                "vae_sweep",
+                "training.epochs=1",
+                "model.hidden=[16]",
+                "training.resume=never",
+                "eval.enabled=false",
+                cwd=workdir,
             ).returncode
             == 0
         )

@@ -99,6 +99,10 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
     for key in EPOCH_METRICS:
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, epochs + 1)), key
     assert "final/test/loss" in run.data.metrics
+    if any(key.startswith("quality/") for key in run.data.metrics):
+        assert {"quality/iwae_nll", "quality/active_units", "quality/fid", "quality/train_test_gap"} <= set(
+            run.data.metrics
+        )
     figures = {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "figures")}
     assert FIGURES <= figures
     assert {a.path for a in client.list_artifacts(run_id, "hydra")} >= {"hydra/config.yaml", "hydra/overrides.yaml"}
@@ -109,18 +113,24 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
 
 @pytest.mark.slow
 def test_multirun_leaves_one_complete_run_per_job(workdir):
-    result = run_cli("vae_sweep", "-m", "model.latent=2,3", "training.epochs=2", "model.hidden=[32]", cwd=workdir)
+    result = run_cli(
+        "vae_sweep", "-m", "model.latent=2,3", "training.epochs=2", "model.hidden=[32]", "eval.samples=200",
+        "eval.iwae_k=5", cwd=workdir,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
     assert sorted(run.info.run_name for run in runs) == [
-        "latent=2 epochs=2 hidden=[32]",
-        "latent=3 epochs=2 hidden=[32]",
+        "latent=2 epochs=2 hidden=[32] samples=200 iwae_k=5",
+        "latent=3 epochs=2 hidden=[32] samples=200 iwae_k=5",
     ]
     assert {run.data.params["model.latent"] for run in runs} == {"2", "3"}
     assert runs[0].data.params["model.hidden"] == "[32]"
     for run in runs:
         check_complete_run(client, run, epochs=2)
+        assert run.data.metrics["quality/iwae_k"] == 5
+        assert 0 < run.data.metrics["quality/iwae_nll"] <= run.data.metrics["final/test/loss"] + 1e-3
+        assert run.data.metrics["quality/active_units"] <= int(run.data.params["model.latent"])
         assert len([t for t in run.data.tags if t.startswith("data.md5.")]) == 4
     manifold_runs = [
         r
@@ -144,6 +154,7 @@ def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
         "training.epochs=1",
         "model.hidden=[32]",
         "training.threads=1",
+        "eval.enabled=false",
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
@@ -159,7 +170,7 @@ def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tmp_path):
     only_mnist = make_mnist_like(tmp_path / "only-mnist")
     result = run_cli(
         "vae_sweep", "-m", "data.name=fashion_mnist,mnist", f"data.root={only_mnist}", "data.download=false",
-        "training.epochs=1", "model.hidden=[32]", cwd=workdir,
+        "training.epochs=1", "model.hidden=[32]", "eval.enabled=false", cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 1
     assert "1 of 2 jobs failed" in result.stderr and "fashion_mnist data not found" in result.stderr
@@ -173,7 +184,10 @@ def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tmp_path):
 
 @pytest.mark.slow
 def test_a_non_finite_loss_fails_its_job_with_epoch_and_batch(workdir):
-    result = run_cli("vae_sweep", "-m", "optimizer.lr=1e-3,1e4", "training.epochs=2", "model.hidden=[32]", cwd=workdir)
+    result = run_cli(
+        "vae_sweep", "-m", "optimizer.lr=1e-3,1e4", "training.epochs=2", "model.hidden=[32]", "eval.enabled=false",
+        cwd=workdir,
+    )  # fmt: skip
     assert result.returncode == 1
     assert "1 of 2 jobs failed" in result.stderr and "Non-finite loss in epoch 1, batch" in result.stderr
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
@@ -224,7 +238,13 @@ def mlflow_server(tmp_path):
 @pytest.mark.slow
 def test_a_job_tracked_by_a_real_server(workdir, mlflow_server):
     result = run_cli(
-        "vae_sweep", f"tracking.uri={mlflow_server}", "training.epochs=1", "model.hidden=[32]", cwd=workdir
+        "vae_sweep",
+        f"tracking.uri={mlflow_server}",
+        "training.epochs=1",
+        "model.hidden=[32]",
+        "eval.samples=200",
+        "eval.iwae_k=5",
+        cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
     assert not (workdir / "mlflow.db").exists()

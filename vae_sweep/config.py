@@ -90,6 +90,17 @@ class TrainingConfig:
 
 
 @dataclass
+class EvalConfig:
+    enabled: bool = True
+    iwae_k: int = 100
+    iwae_batch_size: int = 100
+    sample_quality: bool = True
+    samples: int = 10000
+    seed: int = 0
+    classifier_dir: str = MISSING
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     uri: str = MISSING
@@ -114,6 +125,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -147,6 +159,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "optimizer.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "optimizer.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "eval.iwae_k": (lambda v: v >= 1, "an integer >= 1 (5000 is the literature's setting)"),
+    "eval.iwae_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "eval.samples": (lambda v: v >= 2, "an integer >= 2"),
     "tracking.experiment": (lambda v: len(v.strip()) > 0, "a non-empty name"),
 }
 

@@ -20,6 +20,7 @@ _NOT_RESULT = (
     "paths.",
     "data.root",
     "data.download",
+    "eval.classifier_dir",
     "training.threads",
     "training.progress",
     "training.resume",

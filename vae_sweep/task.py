@@ -17,10 +17,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from vae_sweep import checkpoint, figures
+from vae_sweep import checkpoint, figures, metrics, quality
 from vae_sweep.config import UserError, flatten, to_container, validate
 from vae_sweep.data import Split, binarize, file_md5s, load
-from vae_sweep.model import VAE, build_model, kl_per_dim
+from vae_sweep.model import VAE, build_model
 from vae_sweep.provenance import provenance
 from vae_sweep.resume import Decision, decide, fingerprint
 from vae_sweep.tracking import MlflowTracker, NullTracker, Store, open_store, tracked_run
@@ -100,20 +100,40 @@ def job_identity(cfg: DictConfig) -> tuple[str, dict[str, str]]:
 
 
 @torch.no_grad()
-def write_figures(model: VAE, test: Split, history: list[dict[str, float]], folder: Path, eval_batch_size: int) -> None:
+def write_figures(model: VAE, test: Split, history: list[dict[str, float]], folder: Path, means, logvars) -> None:
     """The study's figures for a trained model, from the test set and fixed seeds so that runs compare."""
-    model.eval()
     images = test.images
-    means, logvars = (
-        torch.cat(parts) for parts in zip(*(model.encode(x) for x in images.split(eval_batch_size)), strict=True)
-    )
     figures.losses(history, folder / "losses.png")
     figures.reconstructions(images[:16].cpu(), model.decode(means[:16]).cpu(), folder / "reconstructions.png")
     figures.samples(model.sample(64, torch.Generator(images.device).manual_seed(0)).cpu(), folder / "samples.png")
     figures.latent_scatter(means.cpu(), test.labels.cpu(), folder / "latent_scatter.png")
     if model.latent == 2:
         figures.manifold(model.decode, folder / "manifold.png", device=images.device)
-    figures.kl_per_dim(kl_per_dim(means, logvars).mean(dim=0).cpu(), folder / "kl_per_dim.png")
+    figures.kl_per_dim(metrics.kl_per_dimension(means, logvars).cpu(), folder / "kl_per_dim.png")
+
+
+def evaluate_quality(model: VAE, train: Split, test: Split, means, logvars, cfg, output_dir: Path, tracker) -> dict:
+    """The quality/ metrics; the per-dimension KL goes to kl_per_dim.json, a newly trained classifier to the run."""
+    results = quality.generalisation(model, train, test, cfg.training)
+    results.update(quality.likelihood(model, test, cfg.eval))
+    usage, kl = quality.latent_usage(means, logvars)
+    results.update(usage)
+    (output_dir / "kl_per_dim.json").write_text(json.dumps([round(value, 6) for value in kl.tolist()]))
+    tracker.log_artifact(output_dir / "kl_per_dim.json")
+    if cfg.eval.sample_quality:
+        # Binarized runs score against a classifier of binarized data: one cache entry per kind of pixel.
+        key = cfg.data.name.value + ("" if cfg.data.binarize.value == "none" else f"_{cfg.data.binarize.value}")
+        cache = Path(cfg.eval.classifier_dir)
+        scorer, accuracy, trained_now = quality.load_classifier(key, train, test, cache)
+        results["quality/classifier_accuracy"] = accuracy
+        results.update(quality.sample_quality(model, scorer, train, test, cfg.eval))
+        if trained_now:
+            tracker.log_artifact(cache / f"{key}_cnn.pt", "classifier")
+    log.info(
+        f"quality: IWAE NLL (k={cfg.eval.iwae_k}) {results['quality/iwae_nll']:.2f} nats, "
+        f"{results['quality/active_units']} active units, train-test gap {results['quality/train_test_gap']:.2f}"
+    )
+    return results
 
 
 class ContinuingSink:
@@ -162,12 +182,17 @@ def previous_run(store: Store | None, key: str, training) -> Decision:
     return decide(store.client, store.experiment_id, key, training.heartbeat_timeout_s)
 
 
-def write_outputs(model, cfg, config, test, history, output_dir: Path, tracker) -> dict[str, float]:
-    """History, model checkpoint, figures and final metrics: in the job folder and on the run."""
+def write_outputs(model, cfg, config, train, test, history, output_dir: Path, tracker) -> dict[str, float]:
+    """History, model checkpoint, figures, final and quality metrics: in the job folder and on the run."""
+    model.eval()
     write_history(history, output_dir / "history.csv")
     checkpoint.save(model, config, output_dir / checkpoint.FILENAME, epoch=cfg.training.epochs)
-    write_figures(model, test, history, output_dir / "figures", cfg.training.eval_batch_size)
+    means, logvars = metrics.posterior_means(model, test.images, cfg.training.eval_batch_size)
+    write_figures(model, test, history, output_dir / "figures", means, logvars)
     final = {f"final/{key}": value for key, value in history[-1].items() if "/" in key}
+    final["final/train_time_s"] = sum(row["epoch_time_s"] for row in history)
+    if cfg.eval.enabled:
+        final.update(evaluate_quality(model, train, test, means, logvars, cfg, output_dir, tracker))
     tracker.log_metrics(final, step=cfg.training.epochs)
     (output_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
     tracker.log_artifact(output_dir / "history.csv")
@@ -230,7 +255,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         )
 
         history = train_with_checkpoints(model, optimizer, train, test, cfg, tracker, generator, history, state_path)
-        final = write_outputs(model, cfg, config, test, history, output_dir, tracker)
+        final = write_outputs(model, cfg, config, train, test, history, output_dir, tracker)
     state_path.unlink(missing_ok=True)
     return final
 

@@ -1,0 +1,348 @@
+import csv
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli
+from vae_sweep import report
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# (latent, epochs, seed) -> final test loss. At 10 epochs the gain stops at latent 10 (150 -> 110 -> 109.5);
+# at 5 epochs it is still 10 nats from 10 to 50. Latent 2 at 10 epochs has two seeds: mean 150, std sqrt(2).
+TEST_LOSS = {
+    (2, 5, 0): 160.0,
+    (10, 5, 0): 130.0,
+    (50, 5, 0): 120.0,
+    (2, 10, 0): 149.0,
+    (2, 10, 1): 151.0,
+    (10, 10, 0): 110.0,
+    (50, 10, 0): 109.5,
+}
+KL = {2: 6.0, 3: 8.0, 10: 20.0, 50: 25.0, 200: 30.0}
+ACTIVE_UNITS = {(2, 5): 2, (10, 5): 7, (50, 5): 9, (2, 10): 2, (10, 10): 8, (50, 10): 12}
+# Latent 50 at 5 epochs logged no sample-quality metrics: its cells must read "—".
+FID = {(2, 5): 30.0, (10, 5): 20.0, (2, 10): 25.0, (10, 10): 12.0, (50, 10): 15.0}
+INCEPTION = {(2, 5): 5.0, (10, 5): 6.5, (2, 10): 6.0, (10, 10): 8.5, (50, 10): 8.0}
+FAILURE = "ValueError: Non-finite loss in epoch 4, batch 7"
+EXPERIMENT = "vae_sweep"
+
+
+def small_pngs(folder: Path, names: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        fig, ax = plt.subplots(figsize=(1, 1))
+        ax.plot([0, 1], [1, 0])
+        ax.set_title(name, fontsize=4)
+        fig.savefig(folder / name, dpi=20)
+        plt.close(fig)
+    return folder
+
+
+def params_of(latent: int, epochs: int, seed: int, job: int) -> list[Param]:
+    values = {
+        "model.latent": latent, "model.hidden": "[32]", "model.activation": "relu", "training.epochs": epochs,
+        "training.seed": seed, "training.beta": 1.0, "training.progress": False, "optimizer.lr": 0.001,
+        "data.name": "mnist", "data.root": "/data", "paths.output_dir": f"/multirun/{job}",
+    }  # fmt: skip
+    return [Param(key, str(value)) for key, value in values.items()]
+
+
+def history(loss: float, kl: float, epochs: int) -> list[Metric]:
+    """Losses falling by 5 nats an epoch to the final values; train 2 nats under test."""
+    metrics = []
+    for step in range(1, epochs + 1):
+        test = loss + 5 * (epochs - step)
+        values = {"test/loss": test, "test/kl": kl, "test/recon": test - kl}
+        values.update({"train/loss": test - 2, "train/kl": kl, "train/recon": test - 2 - kl})
+        metrics += [Metric(key, value, 0, step) for key, value in values.items()]
+    return metrics
+
+
+def final_metrics(latent: int, epochs: int, loss: float) -> dict[str, float]:
+    final = {"final/test/loss": loss, "final/test/kl": KL[latent], "final/test/recon": loss - KL[latent]}
+    final.update({"final/train/loss": loss - 2, "quality/iwae_nll": loss - 4, "quality/train_test_gap": 2.0})
+    if (latent, epochs) in ACTIVE_UNITS:
+        final["quality/active_units"] = ACTIVE_UNITS[latent, epochs]
+    if (latent, epochs) in FID:
+        final.update({"quality/fid": FID[latent, epochs], "quality/inception_score": INCEPTION[latent, epochs]})
+        final.update({"quality/fid_reference": 1.5, "quality/inception_score_reference": 9.6})
+    return final
+
+
+def seed_run(client, experiment_id, sweep, job, start, latent, epochs, seed, loss, status="FINISHED", pictures=None):
+    name = f"latent={latent} epochs={epochs} seed={seed}"
+    tags = {"sweep.id": sweep, "sweep.job": str(job)}
+    run_id = client.create_run(experiment_id, start_time=start, tags=tags, run_name=name).info.run_id
+    epochs_done = epochs if status == "FINISHED" else 3
+    metrics = history(loss, KL[latent], epochs_done)
+    if status == "FINISHED":
+        metrics += [Metric(key, value, 0, epochs) for key, value in final_metrics(latent, epochs, loss).items()]
+    client.log_batch(run_id, metrics=metrics, params=params_of(latent, epochs, seed, job))
+    if status == "FAILED":
+        client.log_batch(run_id, tags=[RunTag("error", FAILURE)])
+    if pictures is not None:
+        client.log_artifacts(run_id, str(pictures[latent == 2]), "figures")
+    client.set_terminated(run_id, status=status, end_time=start + 60_000)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """An older one-run sweep, then the sweep under study: 7 finished runs and a FAILED one."""
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").as_uri())
+    pictures = {
+        False: small_pngs(root / "pictures", ["reconstructions.png", "samples.png", "latent_scatter.png"]),
+        True: small_pngs(root / "pictures-2d", ["reconstructions.png", "samples.png", "latent_scatter.png",
+                                                "manifold.png", "kl_per_dim.png"]),
+    }  # fmt: skip
+    start = 1_800_000_000_000
+    old_sweep = str(root / "multirun" / "2026-01-01" / "09-00-00")
+    seed_run(client, experiment_id, old_sweep, 0, start - 10**7, 3, 5, 0, 140.0)
+    sweep = str(root / "multirun" / "2026-01-02" / "10-00-00")
+    ids = {}
+    for job, ((latent, epochs, seed), loss) in enumerate(TEST_LOSS.items()):
+        ids[latent, epochs, seed] = seed_run(
+            client, experiment_id, sweep, job, start + 1000 * job, latent, epochs, seed, loss, pictures=pictures
+        )
+    failed = seed_run(client, experiment_id, sweep, 7, start + 8000, 200, 10, 0, 0.0, status="FAILED")
+    return SimpleNamespace(uri=uri, root=root, sweep=sweep, ids=ids, failed=failed, client=client)
+
+
+def selected(store, sweep=None, filter_string=None, every_run=False) -> pd.DataFrame:
+    client, experiment = report.open_experiment(store.uri, EXPERIMENT)
+    selection = report.choose_selection(client, experiment.experiment_id, sweep, filter_string, every_run)
+    return report.runs_table(report.search(store.uri, experiment.experiment_id, selection))
+
+
+@pytest.fixture(scope="module")
+def runs(store) -> pd.DataFrame:
+    return selected(store)
+
+
+@pytest.fixture(scope="module")
+def points(runs) -> pd.DataFrame:
+    return report.aggregate(report.finished(runs), ["model.latent", "training.epochs"])
+
+
+def test_the_default_selection_is_the_latest_sweep_one_typed_row_per_run(runs, store):
+    assert len(runs) == 8 and set(runs["sweep"]) == {store.sweep}
+    assert runs["run_id"].is_unique
+    assert pd.api.types.is_integer_dtype(runs["model.latent"]) and pd.api.types.is_integer_dtype(
+        runs["training.epochs"]
+    )
+    assert runs["training.beta"].dtype == float and runs["optimizer.lr"].tolist() == [0.001] * 8
+    assert runs["training.progress"].tolist() == [False] * 8
+    assert runs["model.hidden"].tolist() == ["[32]"] * 8
+    failed = runs[runs["status"] == "FAILED"]
+    assert failed["run_id"].tolist() == [store.failed] and failed["error"].tolist() == [FAILURE]
+    assert runs.loc[runs["status"] == "FINISHED", "wall_time_s"].tolist() == [60.0] * 7
+
+
+def test_selection_by_sweep_folder_filter_or_all(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    assert len(selected(store, sweep="multirun/2026-01-02/10-00-00")) == 8
+    epochs5 = selected(store, sweep=store.sweep, filter_string="params.training.epochs = '5'")
+    assert sorted(epochs5["model.latent"]) == [2, 10, 50]
+    assert len(selected(store, every_run=True)) == 9
+
+
+def test_swept_params_leave_out_seeds_and_paths(runs):
+    assert report.swept_params(report.finished(runs)) == ["model.latent", "training.epochs"]
+
+
+def test_aggregates_average_seeds_and_leave_out_the_failed_run(points, store):
+    assert len(points) == 6 and 200 not in points["model.latent"].tolist()
+    two_seeds = points[(points["model.latent"] == 2) & (points["training.epochs"] == 10)].iloc[0]
+    assert two_seeds["seeds"] == 2
+    assert two_seeds["final/test/loss"] == 150.0 and two_seeds["final/test/loss std"] == pytest.approx(math.sqrt(2))
+    assert two_seeds["run_ids"] == [store.ids[2, 10, 0], store.ids[2, 10, 1]]
+    assert points["seeds"].sum() == 7 and points["model.hidden"].tolist() == ["[32]"] * 6
+
+
+def test_saturation_is_found_per_epoch_budget(points):
+    saturation = report.saturation_by_group(points, "model.latent", ["training.epochs"])
+    assert saturation == {"epochs=5": None, "epochs=10": 10}
+
+
+@pytest.mark.parametrize(
+    "sizes, losses, threshold, expected",
+    [
+        ([2, 10, 50], [150, 110, 109.5], 1.0, 10),
+        ([2, 10, 50], [150, 110, 109.5], 0.1, None),
+        ([2, 10, 50], [150, 149.5, 120], 1.0, None),  # 10 gains little over 2, but 50 gains much over both
+        ([2, 10, 50, 100], [150, 110, 112, 109.8], 1.0, 10),  # a worse point in between is no gain
+        ([50, 2, 10], [109.5, 150, 110], 1.0, 10),  # the order of the rows does not matter
+        ([2], [150], 1.0, None),
+    ],
+)
+def test_find_saturation(sizes, losses, threshold, expected):
+    frame = pd.DataFrame({"latent": sizes, "loss": losses})
+    assert report.find_saturation(frame, "latent", "loss", threshold) == expected
+
+
+def test_best_settings_and_latent_usage(points):
+    best = report.best_setting(points, "final/test/loss")
+    assert (best["model.latent"], best["training.epochs"]) == (50, 10)
+    best_fid = report.best_setting(points, "quality/fid")
+    assert (best_fid["model.latent"], best_fid["training.epochs"]) == (10, 10)
+    best_inception = report.best_setting(points, "quality/inception_score", lower_is_better=False)
+    assert best_inception["quality/inception_score"] == 8.5
+    assert report.best_setting(points, "quality/no_such_metric") is None
+    assert report.active_units_by_latent(points, ["training.epochs"]) == {
+        "epochs=5": {2: 2.0, 10: 7.0, 50: 9.0},
+        "epochs=10": {2: 2.0, 10: 8.0, 50: 12.0},
+    }
+
+
+def test_findings_state_the_numbers(points):
+    lines = report.findings(points, "model.latent", ["training.epochs"])
+    text = "\n".join(lines)
+    assert "Lowest test loss: 109.50 at latent=50, epochs=10 (1 run)" in text
+    assert "Lowest IWAE NLL: 105.50 at latent=50, epochs=10" in text
+    assert "Lowest FID: 12.00 at latent=10, epochs=10" in text
+    assert "Highest inception score: 8.50 at latent=10, epochs=10" in text
+    assert "Test loss (epochs=10) stops improving by ≥ 1 nat beyond model.latent = 10" in text
+    assert "Test loss (epochs=5) still improves by ≥ 1 nat at the largest step of model.latent" in text
+    assert "Active units (epochs=10), latent size → dimensions used: 2 → 2.0, 10 → 8.0, 50 → 12.0." in text
+
+
+def test_learning_curves_of_many_runs_show_one_run_per_setting(store, runs, points, tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "CURVE_RUN_LIMIT", 6)
+    done = report.finished(runs)
+    section = report.figures_section(store.client, done, points, "model.latent", ["training.epochs"], tmp_path)
+    captions = [block.caption for block in section.blocks]
+    assert "Learning curves of one run per setting (its lowest seed) of 7: train dashed, test solid." in captions
+
+
+class ReportPage(HTMLParser):
+    """The <img> sources, external references and the rows of each table, by class."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.links, self.rows, self.cells = [], [], {}, {}
+        self.table = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag in ("link", "script") or (tag != "img" and "src" in attrs):
+            self.links.append(tag)
+        if tag == "table":
+            self.table = attrs.get("class")
+            self.rows[self.table], self.cells[self.table] = 0, []
+        if tag == "tr":
+            self.rows[self.table] += 1
+
+    def handle_data(self, data):
+        if self.table:
+            self.cells[self.table].append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.table = None
+
+
+def test_the_report_folder_run_and_html(store, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert report.main(["--tracking-uri", store.uri, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[-1] == str(out) and "Lowest test loss: 109.50" in printed
+    figures = ["quality_vs_x.png", "active_units.png", "learning_curves.png", "rate_distortion.png"]
+    for name in ["report.html", "report.md", "runs.csv", *figures]:
+        assert (out / name).stat().st_size > 0, name
+
+    with open(out / "runs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8 and sorted(row["status"] for row in rows) == ["FAILED"] + ["FINISHED"] * 7
+
+    page = ReportPage()
+    page.feed((out / "report.html").read_text())
+    # 4 figures; 6 settings with reconstructions and samples, the two at latent 2 with scatter and manifold too.
+    assert len(page.images) == 4 + 6 * 2 + 2 * 2
+    assert all(src.startswith("data:image/png;base64,") for src in page.images) and not page.links
+    assert page.rows == {"results": 7, "gallery": 7, "unfinished": 2}
+    assert FAILURE in page.cells["unfinished"] and store.failed in page.cells["unfinished"]
+    assert "150.00 ± 1.41" in page.cells["results"] and "—" in page.cells["results"]
+    assert "FID (real data: 1.50)" in page.cells["results"]
+
+    markdown = (out / "report.md").read_text()
+    assert "![" in markdown and "## Findings" in markdown and FAILURE in markdown
+
+    client = MlflowClient(store.uri)
+    reports = client.search_runs([client.get_experiment_by_name("vae_sweep-reports").experiment_id])
+    assert len(reports) == 1 and reports[0].info.status == "FINISHED"
+    assert reports[0].data.params["selection"] == f"sweep {store.sweep}"
+    logged = {artifact.path for artifact in client.list_artifacts(reports[0].info.run_id)}
+    assert {"report.html", "report.md", "runs.csv", *figures} <= logged
+    assert reports[0].info.artifact_uri.startswith((store.root / "mlruns").as_uri())
+
+
+def report_runs(uri: str) -> int:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("vae_sweep-reports")
+    return 0 if experiment is None else len(client.search_runs([experiment.experiment_id]))
+
+
+def test_no_log_leaves_the_reports_experiment_alone(store, tmp_path):
+    before = report_runs(store.uri)
+    out = tmp_path / "all"
+    assert (
+        report.main(["--tracking-uri", store.uri, "--all", "--no-log", "--out", str(out), "--x", "training.epochs"])
+        == 0
+    )
+    assert report_runs(store.uri) == before
+    assert len(pd.read_csv(out / "runs.csv")) == 9 and (out / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--experiment", "nope"], "error: No experiment 'nope'"),
+        (["--x", "model.width"], "error: --x model.width is not a param of the selected runs"),
+        (["--filter", "params.training.epochs = '7'"], "error: No runs match filter params.training.epochs = '7'."),
+        (["--filter", "params.training.epochs =="], "error: MLflow rejected the selection"),
+    ],
+)
+def test_user_errors_are_one_line(store, tmp_path, capsys, arguments, message):
+    assert report.main(["--tracking-uri", store.uri, "--out", str(tmp_path / "r"), *arguments]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(message) and error.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_no_store_is_an_error_and_creates_none(tmp_path, capsys):
+    assert report.main(["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: No MLflow store at sqlite:///{tmp_path}/mlflow.db")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_empty_selection_exits_1_with_one_line(store, tmp_path):
+    result = run_cli("vae_sweep.report", "--tracking-uri", store.uri, "--sweep", "multirun/none", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == f"error: No runs match sweep {tmp_path / 'multirun' / 'none'}.\n"
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.slow
+def test_the_bare_command_reports_the_sweep_just_run(workdir):
+    sweep = run_cli("vae_sweep", "-m", "model.latent=2,3", "training.epochs=1", "model.hidden=[32]", cwd=workdir)
+    assert sweep.returncode == 0, sweep.stderr
+    result = run_cli("vae_sweep.report", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    folder = Path(result.stdout.splitlines()[-1])
+    assert folder.parent == workdir / "reports" and (folder / "report.html").is_file()
+    runs = pd.read_csv(folder / "runs.csv")
+    assert sorted(runs["model.latent"]) == [2, 3] and set(runs["status"]) == {"FINISHED"}

@@ -1,0 +1,64 @@
+"""End-of-run quality of a trained VAE: train-test gap, IWAE bound, active units, KL per dimension, sample quality."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torch import Tensor
+
+from vae_sweep import classifier, metrics
+from vae_sweep.data import Split
+from vae_sweep.model import VAE
+from vae_sweep.train import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def generalisation(model: VAE, train: Split, test: Split, training) -> dict[str, float]:
+    """Train and test loss of the final model, evaluated the same way, and their gap (nats)."""
+    train_loss = evaluate(model, train, training.eval_batch_size, training.eval_seed, training.beta)["loss"]
+    test_loss = evaluate(model, test, training.eval_batch_size, training.eval_seed, training.beta)["loss"]
+    return {
+        "quality/train_loss": train_loss,
+        "quality/test_loss": test_loss,
+        "quality/train_test_gap": test_loss - train_loss,
+    }
+
+
+def likelihood(model: VAE, test: Split, eval_cfg) -> dict[str, float]:
+    bound = metrics.iwae_bound(model, test.images, eval_cfg.iwae_k, eval_cfg.iwae_batch_size, eval_cfg.seed)
+    return {"quality/iwae_bound": bound, "quality/iwae_nll": -bound, "quality/iwae_k": eval_cfg.iwae_k}
+
+
+def latent_usage(means: Tensor, logvars: Tensor) -> tuple[dict[str, float], Tensor]:
+    kl = metrics.kl_per_dimension(means, logvars)
+    return {"quality/active_units": metrics.active_units(means), "quality/kl_max_dim": kl.max().item()}, kl
+
+
+def load_classifier(
+    dataset: str, train: Split, test: Split, cache_dir: Path
+) -> tuple[classifier.SmallCNN, float, bool]:
+    """The dataset's classifier, trained once; the lock keeps parallel jobs from training it side by side."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_dir / f"{dataset}.lock")):
+        cached = (cache_dir / f"{dataset}_cnn.pt").exists()
+        model, accuracy = classifier.load_or_train(dataset, train, test, cache_dir)
+    return model, accuracy, not cached
+
+
+def sample_quality(model: VAE, scorer: classifier.SmallCNN, train: Split, test: Split, eval_cfg) -> dict[str, float]:
+    """FID and inception score of prior samples, beside the same scores of real data for scale."""
+    generator = torch.Generator(test.images.device).manual_seed(eval_cfg.seed)
+    samples = model.sample(eval_cfg.samples, generator)
+    scores = classifier.sample_quality(scorer, samples, test.images)
+    # Real vs real: the test set against as many training images, the floor a perfect model would reach.
+    reference = classifier.sample_quality(scorer, test.images, train.images[: len(test)])
+    return {
+        "quality/fid": scores["fid"],
+        "quality/inception_score": scores["inception_score"],
+        "quality/fid_reference": reference["fid"],
+        "quality/inception_score_reference": reference["inception_score"],
+    }
