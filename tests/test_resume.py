@@ -95,7 +95,7 @@ def slow_data(tmp_path_factory):
     return make_mnist_like(tmp_path_factory.mktemp("slow"), train=6000, test=500)
 
 
-SWEEP = ("-m", "model.latent=2,3", "training.epochs=6", "eval.enabled=false")
+SWEEP = ("-m", "model.latent=2,3", "training.epochs=8", "eval.enabled=false")
 
 
 def runs_of(workdir):
@@ -103,11 +103,14 @@ def runs_of(workdir):
     return client, client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
 
 
-def wait_for_checkpoint(workdir, process, timeout=180):
+def wait_for_checkpoint(workdir, process, timeout=300):
     deadline = time.monotonic() + timeout
     while not list((workdir / "checkpoints").glob("*.pt")):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            output, errors = process.communicate()
+            pytest.fail(f"no checkpoint appeared while the job ran (exit {process.returncode}):\n{output}\n{errors}")
+        time.sleep(0.02)
     time.sleep(0.3)
 
 
@@ -149,7 +152,7 @@ def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_da
     for latent, run in by_latent(runs).items():
         expected = by_latent(reference_runs)[latent]
         got = histories(client, run)
-        assert [step for step, _ in got["test/loss"]] == list(range(1, 7))
+        assert [step for step, _ in got["test/loss"]] == list(range(1, 9))
         assert got == histories(reference_client, expected)
         assert run.data.metrics["final/test/loss"] == expected.data.metrics["final/test/loss"]
     assert not list((interrupted / "checkpoints").glob("*.pt"))

@@ -43,10 +43,12 @@ def load_classifier(
 ) -> tuple[classifier.SmallCNN, float, bool]:
     """The dataset's classifier, trained once; the lock keeps parallel jobs from training it side by side."""
     cache_dir.mkdir(parents=True, exist_ok=True)
+    cached = cache_dir / f"{dataset}_cnn.pt"
     with FileLock(str(cache_dir / f"{dataset}.lock")):
-        cached = (cache_dir / f"{dataset}_cnn.pt").exists()
+        before = cached.stat().st_mtime_ns if cached.exists() else None
         model, accuracy = classifier.load_or_train(dataset, train, test, cache_dir)
-    return model, accuracy, not cached
+    # A missing or stale cache entry was (re)written: that classifier is new and worth logging.
+    return model, accuracy, cached.stat().st_mtime_ns != before
 
 
 def sample_quality(model: VAE, scorer: classifier.SmallCNN, train: Split, test: Split, eval_cfg) -> dict[str, float]:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from vae_sweep import checkpoint, figures, metrics, quality
 from vae_sweep.config import UserError, flatten, to_container, validate
 from vae_sweep.data import Split, binarize, file_md5s, load
+from vae_sweep.launcher import available_cores, threads_per_job
 from vae_sweep.model import VAE, build_model
 from vae_sweep.provenance import provenance
 from vae_sweep.resume import Decision, decide, fingerprint
@@ -208,8 +209,9 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     """
     validate(cfg)
     device = resolve_device(cfg.training.device)
-    if cfg.training.threads > 0:
-        torch.set_num_threads(cfg.training.threads)
+    threads = cfg.training.threads or threads_per_job(HydraConfig.get().launcher, available_cores())
+    if threads:
+        torch.set_num_threads(threads)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)

@@ -72,7 +72,8 @@ def connect(uri: str, experiment: str, artifact_root: str | None) -> tuple[Mlflo
     check_reachable(uri)
     with _creation_lock(uri):
         client = MlflowClient(tracking_uri=uri)
-        return client, ensure_experiment(client, experiment, artifact_root)
+        # A tracking server decides where artifacts go (its --artifacts-destination), not each client.
+        return client, ensure_experiment(client, experiment, None if is_remote(uri) else artifact_root)
 
 
 def _param_value(value) -> str:

@@ -1,0 +1,169 @@
+"""Scale-out: threads per job, parallel and submitit launchers, and a team MLflow server on PostgreSQL."""
+
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from tests import postgres
+from tests.conftest import REPO, run_cli
+from tests.test_tracking import check_complete_run, free_port
+from vae_sweep.config import register_configs
+from vae_sweep.launcher import threads_per_job
+
+GRID = ["model.latent=2,3", "training.epochs=1,2", "model.hidden=[32]"]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "cores", "threads"),
+    [
+        ({"n_jobs": 2}, 8, 4),
+        ({"n_jobs": 3}, 8, 2),
+        ({"n_jobs": 16}, 8, 1),
+        ({"n_jobs": -1}, 8, 1),
+        ({"n_jobs": -2}, 8, 1),
+        ({"n_jobs": -7}, 8, 4),
+        ({"cpus_per_task": 4, "timeout_min": 60}, 64, 4),
+        ({"cpus_per_task": None, "timeout_min": 60}, 64, None),
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 8, None),
+    ],
+)
+def test_threads_per_job_shares_the_cores_among_parallel_jobs(launcher, cores, threads):
+    assert threads_per_job(launcher, cores) == threads
+    assert threads_per_job(OmegaConf.create(launcher), cores) == threads
+
+
+def hydra_launcher(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra.launcher
+
+
+def test_each_launcher_option_gives_its_jobs_their_share_of_threads():
+    assert threads_per_job(hydra_launcher(), 16) is None
+    assert threads_per_job(hydra_launcher("hydra/launcher=joblib", "hydra.launcher.n_jobs=4"), 16) == 4
+    assert threads_per_job(hydra_launcher("hydra/launcher=submitit_local"), 16) is None
+    slurm = hydra_launcher("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+    assert (slurm.partition, slurm.cpus_per_task, slurm.gpus_per_node, slurm.mem_gb) == ("gpu", 4, 0, 8)
+    assert threads_per_job(slurm, 16) == 4
+
+
+def test_postgres_is_found_in_debians_versioned_folders_or_reported_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(postgres, "DEBIAN_VERSIONS", tmp_path)
+    assert postgres.unavailable_reason().startswith("PostgreSQL is not installed")
+    for version in ("9", "15", "16"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+        (tmp_path / version / "bin" / "initdb").touch()
+    assert postgres.binaries() == tmp_path / "16" / "bin"
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
+    """`mlflow server` on a free loopback port, up once /health answers; yields its URI."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
+    ]  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    with open(log, "w") as output:
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """An MLflow server backed by PostgreSQL, as a team would run it; yields its URI and artifact folder."""
+    reason = postgres.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("team-server")
+    with postgres.postgres_server(free_port(), "mlflow") as database:
+        with mlflow_server(database, folder / "artifacts", folder / "server.log") as uri:
+            yield uri, folder / "artifacts"
+
+
+def sweep(workdir: Path, server: str, experiment: str, *overrides: str) -> subprocess.CompletedProcess:
+    """A sweep tracked on the team server, which stores the artifacts; the quality metrics are left out, as nothing
+    here checks them."""
+    return run_cli(
+        "vae_sweep", "-m", *overrides, "eval.enabled=false", f"tracking.uri={server}",
+        f"tracking.experiment={experiment}", cwd=workdir,
+    )  # fmt: skip
+
+
+def sweep_runs(server: str, experiment: str) -> tuple[MlflowClient, list]:
+    client = MlflowClient(server)
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def check_grid_finished(server: str, experiment: str, artifacts: Path) -> None:
+    """Four complete runs, one per grid point, with their artifacts stored by the server."""
+    client, runs = sweep_runs(server, experiment)
+    points = sorted((run.data.params["model.latent"], run.data.params["training.epochs"]) for run in runs)
+    assert points == [("2", "1"), ("2", "2"), ("3", "1"), ("3", "2")]
+    assert sorted(run.data.tags["sweep.job"] for run in runs) == ["0", "1", "2", "3"]
+    for run in runs:
+        check_complete_run(client, run, epochs=int(run.data.params["training.epochs"]))
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert list(artifacts.rglob(f"{run.info.run_id}/artifacts/checkpoint/checkpoint.pt"))
+
+
+@pytest.mark.slow
+def test_a_submitit_sweep_tracked_on_postgres_finishes_every_run(workdir, team_server):
+    server, artifacts = team_server
+    result = sweep(workdir, server, "submitit_local", "hydra/launcher=submitit_local", *GRID)
+    assert result.returncode == 0, result.stderr
+    check_grid_finished(server, "submitit_local", artifacts)
+    (sweep_dir,) = workdir.glob("multirun/*/*")
+    assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 4
+    report = run_cli(
+        "vae_sweep.report", "--tracking-uri", server, "--experiment", "submitit_local", "--all", "--no-log",
+        "--out", str(workdir / "report"), cwd=workdir,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_tracked_on_postgres_finishes_every_run(workdir, team_server):
+    server, artifacts = team_server
+    result = sweep(workdir, server, "joblib", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *GRID)
+    assert result.returncode == 0, result.stderr
+    check_grid_finished(server, "joblib", artifacts)
+
+
+@pytest.mark.slow
+def test_a_failing_submitit_job_is_failed_and_ends_the_sweep_non_zero(workdir, team_server):
+    server, _ = team_server
+    result = sweep(
+        workdir, server, "submitit_failure", "hydra/launcher=submitit_local", "optimizer.lr=1e-3,1e4",
+        "training.epochs=1", "model.hidden=[32]",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "1 of 2 jobs failed" in result.stderr and "Non-finite loss in epoch 1, batch" in result.stderr
+    _, runs = sweep_runs(server, "submitit_failure")
+    status = {run.data.params["optimizer.lr"]: run.info.status for run in runs}
+    assert status == {"0.001": "FINISHED", "10000.0": "FAILED"}
+    failed = next(run for run in runs if run.info.status == "FAILED")
+    assert failed.data.tags["error"].startswith("NonFiniteLoss: Non-finite loss in epoch 1")

@@ -1,0 +1,27 @@
+"""How many CPU threads one job of a sweep gets, from the launcher that runs it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+
+def available_cores() -> int:
+    """The cores this process may run on: a cgroup, taskset or batch scheduler can allow fewer than the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def threads_per_job(launcher_cfg: Mapping, cores: int) -> int | None:
+    """Torch threads for one job (`hydra.launcher` node), so that jobs running side by side share the cores.
+
+    joblib runs `n_jobs` jobs at once on this machine, counted as joblib counts them (-1: one per core, -2: all
+    cores but one); a submitit job owns the `cpus_per_task` it asked for; None (the basic launcher's one job at a
+    time, or submitit without cpus_per_task) keeps torch's default.
+    """
+    if "n_jobs" in launcher_cfg:
+        n_jobs = launcher_cfg["n_jobs"]
+        parallel = n_jobs if n_jobs > 0 else cores + 1 + n_jobs
+        return max(1, cores // max(1, parallel))
+    return launcher_cfg.get("cpus_per_task")
