@@ -69,6 +69,7 @@ class OptimizerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.0
+    fused: bool = True
 
 
 @dataclass

@@ -46,7 +46,9 @@ def resolve_device(name: str) -> torch.device:
 
 def build_optimizer(model: VAE, optimizer_cfg) -> torch.optim.Optimizer:
     name = optimizer_cfg.name.value
-    options = {"lr": optimizer_cfg.lr, "weight_decay": optimizer_cfg.weight_decay}
+    # Fused kernels update all parameters in one pass (~0.8x the time here); deterministic run to run, though not
+    # bitwise equal to the per-tensor loop (differences ~1e-7), hence a setting.
+    options = {"lr": optimizer_cfg.lr, "weight_decay": optimizer_cfg.weight_decay, "fused": optimizer_cfg.fused}
     if name == "sgd":
         options["momentum"] = optimizer_cfg.momentum
     return OPTIMIZERS[name](model.parameters(), **options)
