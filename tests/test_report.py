@@ -1,5 +1,6 @@
 import csv
 import math
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -346,3 +347,10 @@ def test_the_bare_command_reports_the_sweep_just_run(workdir):
     assert folder.parent == workdir / "reports" and (folder / "report.html").is_file()
     runs = pd.read_csv(folder / "runs.csv")
     assert sorted(runs["model.latent"]) == [2, 3] and set(runs["status"]) == {"FINISHED"}
+
+
+def test_reporting_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with report.tracking_uri(f"sqlite:///{tmp_path}/x.db"):
+        assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/x.db"
+    assert "MLFLOW_TRACKING_URI" not in os.environ

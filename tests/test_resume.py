@@ -133,6 +133,7 @@ def by_latent(runs):
 @pytest.mark.slow
 def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_data, monkeypatch):
     monkeypatch.setenv("VAE_SWEEP_DATA_DIR", str(slow_data))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     reference.mkdir(), interrupted.mkdir()
     assert run_cli("vae_sweep", *SWEEP, cwd=reference).returncode == 0

@@ -156,13 +156,20 @@ def choose_selection(
 
 @contextmanager
 def tracking_uri(uri: str) -> Iterator[None]:
-    """mlflow.search_runs reads the process-wide URI; set it for the call and put the previous one back."""
-    previous = mlflow.get_tracking_uri()
+    """mlflow.search_runs reads the process-wide URI; set it for the call and put the previous one back.
+
+    set_tracking_uri also exports MLFLOW_TRACKING_URI, which every later subprocess would inherit: restore it too.
+    """
+    previous, previous_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
 def search(uri: str, experiment_id: str, selection: Selection) -> pd.DataFrame:
