@@ -3,41 +3,22 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 from torchvision.utils import make_grid
 
 from vae_sweep.model import IMAGE_SIZE
-
-# Figures are written to files from training jobs, often on machines without a display.
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from vae_sweep.plotting import plt, saved_figure
 
 GRID_PADDING = 2
 # Grey between tiles separates them without looking like ink (1) or background (0).
 GRID_PAD_VALUE = 0.5
-DPI = 100
 LOSS_TERMS = (("kl", "KL"), ("recon", "reconstruction"), ("loss", "total (the objective)"))
-
-
-@contextmanager
-def _saved_figure(path: Path, **subplots: Any) -> Iterator[tuple[Figure, Any]]:
-    """A new figure and its axes, written to path as PNG when the block ends and closed however it ends."""
-    fig, axes = plt.subplots(**subplots)
-    try:
-        yield fig, axes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)
 
 
 def image_grid(images: Tensor, nrow: int) -> np.ndarray:
@@ -61,7 +42,7 @@ def losses(history: list[dict[str, float]], path: Path | str) -> Path:
     """KL, reconstruction and total loss per epoch, train against test, in three panels."""
     path = Path(path)
     epochs = [row["epoch"] for row in history]
-    with _saved_figure(path, ncols=len(LOSS_TERMS), figsize=(15, 4.5)) as (fig, axes):
+    with saved_figure(path, ncols=len(LOSS_TERMS), figsize=(15, 4.5)) as (fig, axes):
         for ax, (term, name) in zip(axes, LOSS_TERMS, strict=True):
             for split in ("train", "test"):
                 ax.plot(epochs, [row[f"{split}/{term}"] for row in history], marker=".", label=split)
@@ -82,7 +63,7 @@ def reconstructions(
         raise ValueError(f"real {tuple(real.shape)} and reconstructed {tuple(reconstructed.shape)} differ in shape")
     path = Path(path)
     columns = len(real)
-    with _saved_figure(path, figsize=(0.6 * columns + 1.5, 3)) as (fig, ax):
+    with saved_figure(path, figsize=(0.6 * columns + 1.5, 3)) as (fig, ax):
         _show_grid(ax, image_grid(torch.cat([real, reconstructed]), nrow=columns))
         ax.set_yticks([_tile_centre(0), _tile_centre(1)], ["real", "reconstructed"])
         ax.set_xticks([])
@@ -93,7 +74,7 @@ def reconstructions(
 def samples(images: Tensor, path: Path | str) -> Path:
     """Decoded prior samples in a square grid (8x8 for 64)."""
     path = Path(path)
-    with _saved_figure(path, figsize=(7, 7.5)) as (fig, ax):
+    with saved_figure(path, figsize=(7, 7.5)) as (fig, ax):
         _show_grid(ax, image_grid(images, nrow=math.ceil(math.sqrt(len(images)))))
         ax.set_axis_off()
         ax.set_title(f"{len(images)} samples decoded from z ~ N(0, I)\n(pixel probabilities of p(x|z), not binarised)")
@@ -132,7 +113,7 @@ def latent_scatter(means: Tensor, labels: Tensor, path: Path | str, class_names:
         y_label = f"principal component 2 ({explained[1]:.1%} of variance)"
     classes = labels.unique().tolist()
     names = [class_names[label] if class_names is not None else str(label) for label in classes]
-    with _saved_figure(path, figsize=(8, 6.5)) as (fig, ax):
+    with saved_figure(path, figsize=(8, 6.5)) as (fig, ax):
         colours = plt.get_cmap("tab10")
         for label, name in zip(classes, names, strict=True):
             chosen = labels == label
@@ -174,7 +155,7 @@ def manifold(
     # The grid's linspace puts value v at fractional tile index (v + span) / (2 span) * (n - 1).
     tile_indices = (tick_values + span) / (2 * span) * (n - 1)
     tick_labels = [f"{value:g}" for value in tick_values]
-    with _saved_figure(path, figsize=(9, 9)) as (fig, ax):
+    with saved_figure(path, figsize=(9, 9)) as (fig, ax):
         _show_grid(ax, manifold_grid(decode, n, span, device))
         ax.set_xticks([_tile_centre(index) for index in tile_indices], tick_labels)
         ax.set_yticks([_tile_centre(n - 1 - index) for index in tile_indices], tick_labels)
@@ -188,7 +169,7 @@ def kl_per_dim(values: Tensor, path: Path | str) -> Path:
     """Test-set KL of each latent dimension, largest first."""
     path = Path(path)
     ranked = values.detach().cpu().float().sort(descending=True).values
-    with _saved_figure(path, figsize=(max(6.0, 0.12 * len(ranked) + 2), 4.5)) as (fig, ax):
+    with saved_figure(path, figsize=(max(6.0, 0.12 * len(ranked) + 2), 4.5)) as (fig, ax):
         ax.bar(np.arange(1, len(ranked) + 1), ranked.numpy())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("latent dimension (sorted by KL)")

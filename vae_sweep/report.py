@@ -21,22 +21,17 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
-import matplotlib
 import mlflow
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 from mlflow.entities import Experiment
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vae_sweep.config import UserError
+from vae_sweep.plotting import plt, saved_figure
 from vae_sweep.tracking import Store, check_reachable, ensure_experiment, tracked_run
-
-# Reports are written from terminals and CI jobs alike, often without a display.
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 # Params that say where or how a run went rather than what was trained: never a dimension of the sweep.
 UNSWEPT_PREFIXES = ("paths.", "tracking.")
@@ -63,7 +58,6 @@ SATURATION_NATS = 1.0
 # history (one request per run and metric) would take most of the report's time.
 CURVE_RUN_LIMIT = 100
 LEGEND_LIMIT = 20
-DPI = 100
 MISSING = "—"
 
 
@@ -430,18 +424,6 @@ def findings(points: pd.DataFrame, x: str, others: list[str]) -> list[str]:
 # ---- figures -------------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _saved_figure(path: Path, **subplots: Any) -> Iterator[tuple[Figure, Any]]:
-    """As in vae_sweep.figures, whose import would pull in torch for nothing here."""
-    fig, axes = plt.subplots(**subplots)
-    try:
-        yield fig, axes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-
-
 def _label_log_x(ax, values: pd.Series) -> None:
     """Log x with a plain tick at each value swept, where matplotlib would label 2x10^0, 3x10^0, ..."""
     ax.set_xscale("log")
@@ -462,7 +444,7 @@ def plot_quality_vs_x(points: pd.DataFrame, x: str, others: list[str], path: Pat
     """One panel per loss term (and IWAE NLL when present) against x, a line per setting of the other swept params,
     error bars one std over seeds."""
     panels = [column for column in CURVES if _present(points, column)]
-    with _saved_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4.5), squeeze=False) as (fig, axes):
+    with saved_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4.5), squeeze=False) as (fig, axes):
         for ax, column in zip(axes[0], panels, strict=True):
             for label, group in groups(points, others):
                 group = group.sort_values(x)
@@ -483,7 +465,7 @@ def plot_active_units(points: pd.DataFrame, keys: list[str], path: Path) -> Path
     """Active units against latent size, a line per setting of the other swept params, beside y = x (all used)."""
     others = [key for key in keys if key != LATENT]
     sizes = np.sort(points[LATENT].unique().astype(float))
-    with _saved_figure(path, figsize=(7, 5)) as (fig, ax):
+    with saved_figure(path, figsize=(7, 5)) as (fig, ax):
         for label, group in groups(points.dropna(subset=[ACTIVE_UNITS]), others):
             group = group.sort_values(LATENT)
             errors = group[f"{ACTIVE_UNITS} std"].fillna(0.0)
@@ -506,7 +488,7 @@ def plot_learning_curves(histories: pd.DataFrame, names: dict[str, str], which: 
     """The runs' loss terms per epoch, overlaid: train dashed, test solid, one colour per run; `which` says whose."""
     series = {key: frame for key, frame in histories.groupby(["run_id", "key"])}
     colours = plt.get_cmap("turbo")(np.linspace(0.05, 0.95, len(names)))
-    with _saved_figure(path, ncols=len(LOSS_TERMS), figsize=(16, 5), squeeze=False) as (fig, axes):
+    with saved_figure(path, ncols=len(LOSS_TERMS), figsize=(16, 5), squeeze=False) as (fig, axes):
         for ax, (term, title) in zip(axes[0], LOSS_TERMS, strict=True):
             for colour, (run_id, name) in zip(colours, names.items(), strict=True):
                 for split, style in (("train", "--"), ("test", "-")):
@@ -527,7 +509,7 @@ def plot_learning_curves(histories: pd.DataFrame, names: dict[str, str], which: 
 def plot_rate_distortion(runs: pd.DataFrame, x: str, path: Path) -> Path:
     """Each run's test KL (rate) against its reconstruction loss (distortion), marked with its x value."""
     name = short_names([x])[x]
-    with _saved_figure(path, figsize=(8, 6)) as (fig, ax):
+    with saved_figure(path, figsize=(8, 6)) as (fig, ax):
         for value, group in runs.groupby(x, dropna=False, sort=True):
             ax.scatter(group["final/test/kl"], group["final/test/recon"], label=f"{name}={value}")
             for _, run in group.iterrows():

@@ -135,7 +135,15 @@ def fit(
         start = time.perf_counter()
         weight = kl_weight(epoch, training.beta, training.kl_warmup_epochs)
         train_terms = train_epoch(
-            model, optimizer, train, training.batch_size, generator, weight, dynamic_binarize, progress, epoch,
+            model,
+            optimizer,
+            train,
+            training.batch_size,
+            generator,
+            weight,
+            dynamic_binarize,
+            progress,
+            epoch,
             training.grad_clip,
         )
         # The test loss is the plain ELBO's (weight = beta) so that epochs stay comparable during warm-up.
