@@ -1,10 +1,6 @@
 """Scale-out: threads per job, parallel and submitit launchers, and a team MLflow server on PostgreSQL."""
 
 import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -14,8 +10,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests import postgres
-from tests.conftest import REPO, run_cli
-from tests.test_tracking import check_complete_run, free_port
+from tests.conftest import REPO, free_port, run_cli, serve_mlflow
+from tests.test_tracking import check_complete_run
 from vae_sweep.config import register_configs
 from vae_sweep.launcher import threads_per_job
 
@@ -66,32 +62,6 @@ def test_postgres_is_found_in_debians_versioned_folders_or_reported_missing(tmp_
     assert postgres.binaries() == tmp_path / "16" / "bin"
 
 
-@contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
-    """`mlflow server` on a free loopback port, up once /health answers; yields its URI."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
-    ]  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    with open(log, "w") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.5)
-        yield uri
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def team_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """An MLflow server backed by PostgreSQL, as a team would run it; yields its URI and artifact folder."""
@@ -100,7 +70,7 @@ def team_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("team-server")
     with postgres.postgres_server(free_port(), "mlflow") as database:
-        with mlflow_server(database, folder / "artifacts", folder / "server.log") as uri:
+        with serve_mlflow(database, folder / "artifacts", folder / "server.log") as uri:
             yield uri, folder / "artifacts"
 
 

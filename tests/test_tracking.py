@@ -1,15 +1,11 @@
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import make_mnist_like, run_cli
+from tests.conftest import free_port, make_mnist_like, run_cli, serve_mlflow
 from vae_sweep import load_model
 from vae_sweep.config import UserError
 from vae_sweep.tracking import check_reachable, connect, open_store, tracked_run
@@ -25,12 +21,6 @@ EPOCH_METRICS = [
     "kl_weight",
     "epoch_time_s",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tracking_cfg(tmp_path, **changes):
@@ -198,41 +188,8 @@ def test_a_non_finite_loss_fails_its_job_with_epoch_and_batch(workdir):
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+    with serve_mlflow(f"sqlite:///{tmp_path}/server.db", tmp_path / "artifacts", tmp_path / "server.log") as uri:
         yield uri
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.slow

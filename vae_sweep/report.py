@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from vae_sweep.config import UserError
 from vae_sweep.plotting import plt, saved_figure
-from vae_sweep.tracking import Store, check_reachable, ensure_experiment, tracked_run
+from vae_sweep.tracking import Store, default_tracking_uri, ensure_experiment, existing_store, tracked_run
 
 # Params that say where or how a run went rather than what was trained: never a dimension of the sweep.
 UNSWEPT_PREFIXES = ("paths.", "tracking.")
@@ -105,19 +105,9 @@ class Selection:
     sweep: str | None = None
 
 
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
 def open_experiment(uri: str, name: str) -> tuple[MlflowClient, Experiment]:
     """A client on an existing store and the existing experiment; a UserError saying which of the two is missing."""
-    check_reachable(uri)
-    # MlflowClient would create an empty database rather than say that there is none.
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise UserError(
-            f"No MLflow store at {uri}; run a sweep first, or pass --tracking-uri or set MLFLOW_TRACKING_URI."
-        )
-    client = MlflowClient(uri)
+    client = existing_store(uri, "run a sweep first, or pass --tracking-uri or set MLFLOW_TRACKING_URI.")
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         known = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"

@@ -10,7 +10,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -57,15 +56,11 @@ def from_job_dir(folder: Path) -> Recorded:
 
 def from_run(run_id: str, tracking_uri: str | None, workdir: Path) -> Recorded:
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    from vae_sweep.tracking import check_reachable
+    from vae_sweep.tracking import default_tracking_uri, existing_store
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    check_reachable(uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise UserError(f"No MLflow store at {uri}; pass --tracking-uri, or a job folder instead of a run id.")
-    client = MlflowClient(uri)
+    uri = tracking_uri or default_tracking_uri()
+    client = existing_store(uri, "pass --tracking-uri, or a job folder instead of a run id.")
     try:
         run = client.get_run(run_id)
     except MlflowException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import urllib.error
 import urllib.request
@@ -58,11 +59,29 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
         return experiment.experiment_id
 
 
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the embedded store of the current directory, as jobs launched here use it."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def existing_store(uri: str, hint: str) -> MlflowClient:
+    """A client on a store that must exist already: MlflowClient would create an empty database rather than fail."""
+    check_reachable(uri)
+    database = _sqlite_file(uri)
+    if database is not None and not database.is_file():
+        raise UserError(f"No MLflow store at {uri}; {hint}")
+    return MlflowClient(uri)
+
+
 def _creation_lock(uri: str) -> FileLock | nullcontext:
     """SQLite stores break when several processes create their tables at once; a lock file beside them serialises it."""
-    if not uri.startswith("sqlite:///"):
+    database = _sqlite_file(uri)
+    if database is None:
         return nullcontext()
-    database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(f"{database}.lock")
 
