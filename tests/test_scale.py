@@ -1,6 +1,9 @@
 """Scale-out: threads per job, parallel and submitit launchers, and a team MLflow server on PostgreSQL."""
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -11,6 +14,7 @@ from omegaconf import OmegaConf
 
 from tests import postgres
 from tests.conftest import REPO, free_port, run_cli, serve_mlflow
+from tests.test_resume import runs_of, start
 from tests.test_tracking import check_complete_run
 from vae_sweep.config import register_configs
 from vae_sweep.launcher import threads_per_job
@@ -137,3 +141,42 @@ def test_a_failing_submitit_job_is_failed_and_ends_the_sweep_non_zero(workdir, t
     assert status == {"0.001": "FINISHED", "10000.0": "FAILED"}
     failed = next(run for run in runs if run.info.status == "FAILED")
     assert failed.data.tags["error"].startswith("NonFiniteLoss: Non-finite loss in epoch 1")
+
+
+def wait_for_training_pid(workdir: Path, process: subprocess.Popen, epochs: str, timeout: float = 300) -> int:
+    """The pid of the job training `epochs` epochs, once it has logged an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        # Submitted jobs mean the store exists: opening it while the sweep creates it would race.
+        if list(workdir.glob("multirun/*/*/.submitit")):
+            client, runs = runs_of(workdir)
+            for run in runs:
+                if run.data.params.get("training.epochs") == epochs and "pid" in run.data.tags:
+                    if client.get_metric_history(run.info.run_id, "train/loss"):
+                        return int(run.data.tags["pid"])
+        time.sleep(0.2)
+    process.kill()
+    output, errors = process.communicate()
+    pytest.fail(f"the job never logged an epoch (exit {process.returncode}):\n{output}\n{errors}")
+
+
+@pytest.mark.slow
+def test_a_submitit_job_killed_outright_is_failed_and_the_other_jobs_finish(workdir, tiny_data):
+    process = start(
+        workdir, tiny_data, "-m", "hydra/launcher=submitit_local", "training.epochs=1,100000", "model.hidden=[32]",
+        "eval.enabled=false",
+    )  # fmt: skip
+    try:
+        os.kill(wait_for_training_pid(workdir, process, "100000"), signal.SIGKILL)
+        output, errors = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 1, errors
+    assert "1 of 2 jobs failed" in errors and "killed without a result" in errors
+    assert "Traceback" not in errors and "UncompletedJobError" not in errors.split("failed")[0]
+    _, runs = runs_of(workdir)
+    status = {run.data.params["training.epochs"]: run.info.status for run in runs}
+    assert status == {"1": "FINISHED", "100000": "FAILED"}
+    killed = next(run for run in runs if run.info.status == "FAILED")
+    assert killed.data.tags["error"].startswith("killed without a result")
+    assert killed.info.end_time is not None

@@ -95,6 +95,22 @@ def connect(uri: str, experiment: str, artifact_root: str | None) -> tuple[Mlflo
         return client, ensure_experiment(client, experiment, None if is_remote(uri) else artifact_root)
 
 
+def fail_orphaned_run(tracking_cfg, sweep_id: str, job: int, reason: str) -> str | None:
+    """Mark FAILED the run that a job left RUNNING when it was killed without a chance to end it; its run id.
+
+    The job is found by the tags every run carries (`sweep.id`, `sweep.job`); None when it had not started one.
+    """
+    if not tracking_cfg.enabled:
+        return None
+    client, experiment_id = connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root)
+    query = f"tags.`sweep.id` = '{sweep_id}' and tags.`sweep.job` = '{job}' and attributes.status = 'RUNNING'"
+    runs = client.search_runs([experiment_id], filter_string=query)
+    for run in runs:
+        client.set_tag(run.info.run_id, "error", reason)
+        client.set_terminated(run.info.run_id, "FAILED")
+    return runs[0].info.run_id if runs else None
+
+
 def _param_value(value) -> str:
     return str(value)[:PARAM_LIMIT]
 

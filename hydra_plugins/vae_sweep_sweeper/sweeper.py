@@ -3,7 +3,7 @@
 - Every sweep point is composed *and range-checked* before the first job starts, so a typo in the last
   value of a grid fails in a second instead of after hours of training.
 - A failed job does not stop the sweep: the remaining jobs run, and the sweep ends with a summary of the
-  failed jobs and a non-zero exit.
+  failed jobs and a non-zero exit. A job submitit lost (killed outright) counts as failed too (killed_jobs.py).
 """
 
 import logging
@@ -17,6 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from hydra_plugins.vae_sweep_sweeper.killed_jobs import killed_job, killed_jobs_as_failures
 from vae_sweep.config import ConfigError, UserError, validate
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ class VaeSweeper(BasicSweeper):
         if problems:
             raise ConfigError("\n".join(problems))
 
+    def killed_job(self, overrides: Sequence[str], job_num: int, error: Exception) -> JobReturn:
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        return killed_job(config, overrides, job_num, error)
+
     def sweep(self, arguments: List[str]) -> Any:
         params = self._parse_config()
         params.extend(arguments)
@@ -69,7 +74,8 @@ class VaeSweeper(BasicSweeper):
         initial_job_idx = 0
         while not self.is_done():
             batch = self.get_job_batch()
-            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            with killed_jobs_as_failures(self.launcher, self.killed_job):
+                results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
             initial_job_idx += len(batch)
             returns.append(results)
 
