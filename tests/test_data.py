@@ -1,17 +1,78 @@
+import hashlib
+
 import pytest
 import torch
+from torchvision import datasets
 
 from tests.conftest import make_mnist_like
 from vae_sweep.config import UserError
-from vae_sweep.data import batch_indices, file_md5s, load, raw_folder
+from vae_sweep.data import Split, batch_indices, binarize_split, file_md5s, load, raw_folder, to_float
 
 
-def test_splits_are_float_images_in_unit_range(tiny_data):
+def test_splits_are_grey_levels_read_as_floats_in_unit_range(tiny_data):
     train, test = load("mnist", tiny_data, download=False)
     assert train.images.shape == (600, 784) and test.images.shape == (200, 784)
-    assert train.images.dtype == torch.float32
-    assert 0.0 <= train.images.min() and train.images.max() <= 1.0 and train.images.max() > 0.5
+    assert train.images.dtype == torch.uint8
+    floats = train.floats()
+    assert floats.dtype == torch.float32
+    assert 0.0 <= floats.min() and floats.max() <= 1.0 and floats.max() > 0.5
     assert sorted(train.labels.unique().tolist()) == list(range(10))
+    assert train.labels.dtype == torch.int64
+
+
+def test_pixels_are_the_floats_torchvision_loads(tiny_data):
+    """Grey levels read as floats are what converting torchvision's whole split gives, bit for bit."""
+    for name, cls in (("mnist", datasets.MNIST), ("fashion_mnist", datasets.FashionMNIST)):
+        for train, split in zip((True, False), load(name, tiny_data, download=False), strict=True):
+            reference = cls(root=str(tiny_data), train=train, download=False)
+            expected = reference.data.reshape(len(reference.data), -1).to(torch.float32).div_(255)
+            assert torch.equal(split.floats(), expected)
+            assert torch.equal(split.labels, reference.targets)
+
+
+def test_rows_and_chunks_convert_exactly_like_the_whole_split():
+    # Every grey level, in every position of a row.
+    images = (torch.arange(300 * 784) % 256).to(torch.uint8).reshape(300, 784)
+    split = Split(images, torch.zeros(300, dtype=torch.int64))
+    whole = images.to(torch.float32).div_(255)
+    assert torch.equal(split.floats(), whole)
+    index = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:77]
+    assert torch.equal(split.rows(index), whole[index])
+    assert torch.equal(torch.cat(list(split.chunks(64))), whole)
+    assert torch.equal(to_float(images[5:9]), whole[5:9])
+    assert torch.equal(Split(whole, split.labels).rows(index), whole[index])
+    assert to_float(whole) is whole
+
+
+def test_binarized_split_draws_what_one_call_on_the_whole_split_draws(tiny_data):
+    train, _ = load("mnist", tiny_data, download=False)
+    expected = torch.bernoulli(train.floats(), generator=torch.Generator().manual_seed(3))
+    binarized = binarize_split(train, torch.Generator().manual_seed(3))
+    assert binarized.images.dtype == torch.uint8 and set(binarized.images.unique().tolist()) <= {0, 255}
+    assert torch.equal(binarized.floats(), expected)
+    assert binarized.labels is train.labels
+
+
+def test_pixel_statistics_are_torchs_float_reductions_computed_once(tiny_data):
+    train, _ = load("mnist", tiny_data, download=False)
+    floats = train.floats()
+    assert train.pixel_statistics() == (floats.mean().item(), floats.std().item())
+    train.floats = lambda: pytest.fail("statistics computed twice")
+    train.pixel_statistics()
+
+
+def test_moving_to_the_cpu_keeps_grey_levels(tiny_data):
+    train, _ = load("mnist", tiny_data, download=False)
+    assert train.to(torch.device("cpu")).images.dtype == torch.uint8
+
+
+def test_images_and_labels_that_disagree_are_named(tmp_path):
+    make_mnist_like(tmp_path)
+    labels = raw_folder("mnist", tmp_path) / "t10k-labels-idx1-ubyte"
+    make_mnist_like(tmp_path / "other", test=150)
+    labels.write_bytes((raw_folder("mnist", tmp_path / "other") / "t10k-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte holds"):
+        load("mnist", tmp_path, download=False)
 
 
 def test_batches_cover_every_image_once_and_repeat_with_the_seed():
@@ -40,4 +101,6 @@ def test_truncated_idx_file_is_named(tmp_path):
 
 def test_md5s_cover_the_four_files(tiny_data):
     sums = file_md5s("mnist", tiny_data)
-    assert len(sums) == 4 and all(len(value) == 32 for value in sums.values())
+    assert len(sums) == 4
+    for filename, digest in sums.items():
+        assert digest == hashlib.md5((raw_folder("mnist", tiny_data) / filename).read_bytes()).hexdigest()

@@ -134,3 +134,11 @@ def test_inception_score_counts_evenly_used_confident_classes():
     assert inception_score(one_hot) == pytest.approx(10)
     identical = torch.softmax(torch.randn(1, 10), dim=-1).expand(30, -1)
     assert inception_score(identical) == pytest.approx(1)
+
+
+def test_grey_levels_give_the_bound_and_means_of_their_floats(small_vae):
+    grey = torch.randint(0, 256, (30, 784), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    floats = grey.to(torch.float32).div_(255)
+    assert iwae_bound(small_vae, grey, k=7, batch_size=8) == iwae_bound(small_vae, floats, k=7, batch_size=8)
+    for got, expected in zip(posterior_means(small_vae, grey, 7), posterior_means(small_vae, floats, 7), strict=True):
+        assert torch.equal(got, expected)

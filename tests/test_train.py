@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tests.conftest import training_settings
-from vae_sweep.data import load
+from vae_sweep.data import Split, load
 from vae_sweep.model import VAE
 from vae_sweep.train import NonFiniteLoss, evaluate, fit, kl_weight
 
@@ -47,6 +47,22 @@ def test_same_seed_gives_bitwise_identical_losses(tiny_data):
     assert strip(first) == strip(second)
     other, _, _ = train_once(tiny_data, seed=1)
     assert strip(other) != strip(first)
+
+
+def test_grey_levels_train_exactly_like_their_floats(tiny_data):
+    """Splits hold uint8 grey levels and hand out floats a batch at a time: the history of float splits, bit for bit."""
+    train, test = load("mnist", tiny_data, download=False)
+    histories = []
+    for split_train, split_test in (
+        (train, test),
+        (Split(train.floats(), train.labels), Split(test.floats(), test.labels)),
+    ):
+        torch.manual_seed(0)
+        model = VAE(latent=3, hidden=[64])
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        history = fit(model, optimizer, split_train, split_test, training_settings(epochs=2), Recorder())
+        histories.append([{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history])
+    assert train.images.dtype == torch.uint8 and histories[0] == histories[1]
 
 
 def test_warmup_weights_the_train_kl_but_not_the_test_loss(tiny_data):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vae_sweep.data import to_float
 from vae_sweep.model import PIXELS, kl_per_dim
 
 # Largest tensor (in elements) one step of the IWAE bound builds: 2**22 float32 values are 16 MiB.
@@ -60,7 +61,7 @@ def iwae_bound(
     try:
         with torch.no_grad():
             for x in images.split(chunk):
-                total += _chunk_bound(model, x, k, samples, generator).double().sum().item()
+                total += _chunk_bound(model, to_float(x), k, samples, generator).double().sum().item()
     finally:
         model.train(was_training)
     return total / len(images)
@@ -68,8 +69,8 @@ def iwae_bound(
 
 @torch.no_grad()
 def posterior_means(model: nn.Module, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """mu and logvar of q(z|x) for every image, each (N, latent)."""
-    pairs = [model.encode(x) for x in images.split(batch_size)]
+    """mu and logvar of q(z|x) for every image (float, or uint8 grey levels), each (N, latent)."""
+    pairs = [model.encode(to_float(x)) for x in images.split(batch_size)]
     return torch.cat([mu for mu, _ in pairs]), torch.cat([logvar for _, logvar in pairs])
 
 
@@ -94,15 +95,23 @@ def _trace_sqrt_product(cov_a: Tensor, cov_b: Tensor) -> Tensor:
     return torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
 
 
-def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two (N, d) feature sets, in squared feature units.
+def gaussian_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean (d,) and covariance (d, d), in float64, of the Gaussian fitted to an (N, d) feature set."""
+    features = features.double()
+    return features.mean(0), torch.cov(features.T)
 
-    ||m_a - m_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^{1/2}); the FID when the features are a classifier's.
-    """
-    a, b = features_a.double(), features_b.double()
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    mean_term = (a.mean(0) - b.mean(0)).pow(2).sum()
+
+def frechet_distance_of_statistics(statistics_a: tuple[Tensor, Tensor], statistics_b: tuple[Tensor, Tensor]) -> float:
+    """||m_a - m_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^{1/2}) of two gaussian_statistics."""
+    (mean_a, cov_a), (mean_b, cov_b) = statistics_a, statistics_b
+    mean_term = (mean_a - mean_b).pow(2).sum()
     return (mean_term + torch.trace(cov_a) + torch.trace(cov_b) - 2 * _trace_sqrt_product(cov_a, cov_b)).item()
+
+
+def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two (N, d) feature sets, in squared feature units; the FID when
+    the features are a classifier's."""
+    return frechet_distance_of_statistics(gaussian_statistics(features_a), gaussian_statistics(features_b))
 
 
 def inception_score(class_probs: Tensor) -> float:

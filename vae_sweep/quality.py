@@ -38,29 +38,25 @@ def latent_usage(means: Tensor, logvars: Tensor) -> tuple[dict[str, float], Tens
     return {"quality/active_units": metrics.active_units(means), "quality/kl_max_dim": kl.max().item()}, kl
 
 
-def load_classifier(
-    dataset: str, train: Split, test: Split, cache_dir: Path
-) -> tuple[classifier.SmallCNN, float, bool]:
+def load_classifier(dataset: str, train: Split, test: Split, cache_dir: Path) -> tuple[classifier.Scorer, bool]:
     """The dataset's classifier, trained once; the lock keeps parallel jobs from training it side by side."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     cached = cache_dir / f"{dataset}_cnn.pt"
     with FileLock(str(cache_dir / f"{dataset}.lock")):
         before = cached.stat().st_mtime_ns if cached.exists() else None
-        model, accuracy = classifier.load_or_train(dataset, train, test, cache_dir)
+        scorer = classifier.load_or_train(dataset, train, test, cache_dir)
     # A missing or stale cache entry was (re)written: that classifier is new and worth logging.
-    return model, accuracy, cached.stat().st_mtime_ns != before
+    return scorer, cached.stat().st_mtime_ns != before
 
 
-def sample_quality(model: VAE, scorer: classifier.SmallCNN, train: Split, test: Split, eval_cfg) -> dict[str, float]:
+def sample_quality(model: VAE, scorer: classifier.Scorer, test: Split, eval_cfg) -> dict[str, float]:
     """FID and inception score of prior samples, beside the same scores of real data for scale."""
     generator = torch.Generator(test.images.device).manual_seed(eval_cfg.seed)
     samples = model.sample(eval_cfg.samples, generator)
-    scores = classifier.sample_quality(scorer, samples, test.images)
-    # Real vs real: the test set against as many training images, the floor a perfect model would reach.
-    reference = classifier.sample_quality(scorer, test.images, train.images[: len(test)])
+    scores = classifier.sample_quality(scorer, samples)
     return {
         "quality/fid": scores["fid"],
         "quality/inception_score": scores["inception_score"],
-        "quality/fid_reference": reference["fid"],
-        "quality/inception_score_reference": reference["inception_score"],
+        "quality/fid_reference": scorer.real_fid,
+        "quality/inception_score_reference": scorer.real_inception_score,
     }

@@ -59,7 +59,7 @@ def train_epoch(
     # Per-batch sums stay on the device; one transfer at the end avoids a sync per batch.
     per_batch = []
     for index in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress):
-        x = train.images[index.to(train.images.device)]
+        x = train.rows(index.to(train.images.device))
         if dynamic_binarize:
             x = binarize(x)
         logits, mu, logvar = model(x)
@@ -91,7 +91,7 @@ def evaluate(model: VAE, split: Split, batch_size: int, seed: int, weight: float
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         totals = torch.zeros(len(TERMS), device=device)
-        for x in split.images.split(batch_size):
+        for x in split.chunks(batch_size):
             logits, mu, logvar = model(x)
             terms = loss_terms(x, logits, mu, logvar, weight)
             totals += torch.stack([terms[name] for name in TERMS]) * len(x)

@@ -47,7 +47,10 @@ def killed_jobs_as_failures(launcher: Any, on_killed: OnKilled) -> Iterator[None
         # The launcher maps its callable over (overrides, job dir key, job number, job id, Hydra's state).
         def map_array(self, fn, overrides, job_dir_keys, job_nums, *rest):
             jobs = super().map_array(fn, overrides, job_dir_keys, job_nums, *rest)
-            return [_Outcome(job, on_killed, *point) for job, point in zip(jobs, zip(overrides, job_nums))]
+            return [
+                _Outcome(job, on_killed, *point)
+                for job, point in zip(jobs, zip(overrides, job_nums, strict=False), strict=False)
+            ]
 
     # The launcher builds its executor inside launch(); swapping the class for that call is the one way in.
     submitit.AutoExecutor = Executor
