@@ -10,6 +10,8 @@ Sections (run in this order; `--only` picks some):
   sweep       `python -m vae_sweep -m experiment=seed training.epochs=2` under several launcher/thread settings,
               and the full sweep extrapolated from the measured per-epoch times
   jobs        (not run by default) whole-job wall time with tracking.enabled=true vs false
+  full_sweep  (not run by default, ~10 min) the real `python -m vae_sweep -m experiment=seed`, every epoch, figure
+              and end-of-run metric, with an empty classifier cache, as a user's first sweep runs it
 
 `--only SECTIONS --merge` re-runs some sections and keeps the others from the results.json beside --out;
 `--render` only rewrites the markdown from that results.json.
@@ -44,7 +46,7 @@ import yaml
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_SECTIONS = ("epoch", "efficiency", "tracking", "memory", "sweep", "jobs")
+ALL_SECTIONS = ("epoch", "efficiency", "tracking", "memory", "sweep", "jobs", "full_sweep")
 DEFAULT_SECTIONS = ("epoch", "efficiency", "tracking", "memory", "sweep")
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 
@@ -672,6 +674,35 @@ class Bench:
             "settings": results,
         }
 
+    # -- optional: the full sweep, measured ------------------------------------------------------------------------
+
+    def full_sweep(self) -> dict:
+        """`experiment=seed` as shipped, from a fresh directory and an empty classifier cache."""
+        folder = self.tmp / "full-sweep"
+        folder.mkdir()
+        args = self.job_args(
+            "experiment=seed", f"eval.classifier_dir={folder / 'classifiers'}", *self.args.full_sweep_args,
+            multirun=True,
+        )  # fmt: skip
+        env = subprocess_env(self.args.data_root)
+        result = run_process(args, folder, env, self.args.full_sweep_timeout, folder / "sweep.log")
+        result["runs"] = runs = store_runs(folder / "mlflow.db")
+        self.note_load()
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+        stored_runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        for run, stored in zip(runs, sorted(stored_runs, key=lambda r: int(r.data.tags["sweep.job"])), strict=False):
+            run["figures"] = sorted(a.path for a in client.list_artifacts(stored.info.run_id, "figures"))
+            run["quality_metrics"] = sorted(k for k in stored.data.metrics if k.startswith("quality/"))
+        result["complete"] = (
+            result["returncode"] == 0
+            and len(runs) == 3
+            and all(r["status"] == "FINISHED" and r["figures"] and "quality/fid" in r["quality_metrics"] for r in runs)
+        )
+        print(f"  full sweep: {result['wall_s'] / 60:.1f} min (exit {result['returncode']})", flush=True)
+        return {"overrides": self.args.full_sweep_args, **result}
+
     # -- optional: whole-job tracking overhead ---------------------------------------------------------------------
 
     def jobs(self) -> dict:
@@ -736,6 +767,17 @@ def evaluate_targets(sections: dict) -> list[tuple[str, str, bool | None]]:
         label = "default job (eval on)" if "default job (eval on)" in memory else next(iter(memory))
         peak = memory[label]["maxrss_bytes"] or 0
         rows.append((TARGETS["memory"], f"{peak / 1e9:.2f} GB ({label})", peak <= 1.2e9))
+    full = sections.get("full_sweep")
+    if full and "wall_s" in full:
+        complete = full["complete"]
+        rows.append(
+            (
+                TARGETS["sweep"],
+                f"{full['wall_s'] / 60:.1f} min (measured{'' if complete else ', NOT complete'}: "
+                f"experiment=seed {' '.join(full['overrides'])})",
+                complete and full["wall_s"] <= 600,
+            )
+        )
     sweep = sections.get("sweep", {}).get("settings", {})
     estimates = {label: s["extrapolated_full_s"] for label, s in sweep.items() if "extrapolated_full_s" in s}
     if estimates:
@@ -1012,6 +1054,30 @@ def write_markdown(results: dict, path: Path) -> None:
             "",
         ]
 
+    full = sections.get("full_sweep")
+    if full and "wall_s" in full:
+        out += [
+            "## 5b. The full sweep, measured",
+            "",
+            f"`python -m vae_sweep -m experiment=seed {' '.join(full['overrides'])}` from a fresh working directory "
+            "(its own SQLite store) and an **empty classifier cache**, so the first job to finish trains the FID/IS "
+            f"classifier: **{full['wall_s'] / 60:.1f} min** wall, exit {full['returncode']}"
+            f"{'' if full['complete'] else ' — NOT complete (see the table)'}.",
+            "",
+            "| job | latent | status | epochs | median epoch | span | after the last epoch | figures "
+            "| quality metrics |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in full["runs"]:
+            epochs = r["epoch_times_s"]
+            out.append(
+                f"| {r['job']} | {r['latent']} | {r['status']} | {len(epochs)} "
+                f"| {fmt_s(statistics.median(epochs)) if epochs else 'n/a'} | {fmt_s(r['span_s'])} "
+                f"| {fmt_s(r['after_training_s'])} | {len(r.get('figures', []))} "
+                f"| {len(r.get('quality_metrics', []))} |"
+            )
+        out.append("")
+
     jobs = sections.get("jobs")
     if jobs and "ratio" in jobs:
         out += [
@@ -1049,6 +1115,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--extra-sweep", action="store_true", help="also time the basic launcher with threads 1")
     parser.add_argument("--sweep-timeout", type=float, default=180.0, help="seconds per sweep before it is killed")
     parser.add_argument("--job-timeout", type=float, default=480.0, help="seconds per single job")
+    parser.add_argument(
+        "--full-sweep-args", nargs="*", default=[], help="overrides for the full_sweep section (default: none)"
+    )
+    parser.add_argument("--full-sweep-timeout", type=float, default=1800.0, help="seconds before it is killed")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary working directories")
     parser.add_argument("--render", action="store_true", help="only rewrite --out from the results.json beside it")
     parser.add_argument(
