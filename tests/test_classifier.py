@@ -48,6 +48,7 @@ def test_cache_round_trip_loads_instead_of_training(tiny_splits, tmp_path, monke
     monkeypatch.setattr(classifier, "reference", refuse_to_train)
     loaded = load_or_train("mnist", train, test, tmp_path)
     assert loaded.accuracy == trained.accuracy
+    assert trained.newly_trained and not loaded.newly_trained
     assert (loaded.real_fid, loaded.real_inception_score) == (trained.real_fid, trained.real_inception_score)
     for name, tensor in trained.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], tensor)
@@ -75,6 +76,7 @@ def test_a_cache_without_the_reference_gets_it_added(tiny_splits, tmp_path, monk
     monkeypatch.setattr(classifier, "train_classifier", refuse_to_train)
     again = load_or_train("mnist", train, test, tmp_path)
     assert again.real_fid == scorer.real_fid and "reference" in torch.load(path, weights_only=True)
+    assert not again.newly_trained  # only the reference was added: nothing new to log with the run
 
 
 def test_other_data_retrains(tiny_splits, tmp_path, monkeypatch):
@@ -144,7 +146,9 @@ def test_samples_are_scored_against_the_test_set(tiny_splits):
     train, test = tiny_splits
     torch.manual_seed(0)
     model = SmallCNN().eval()
-    scorer = classifier.Scorer(model, 0.0, gaussian_statistics(features_and_probs(model, test.images)[0]), 0.0, 1.0)
+    scorer = classifier.Scorer(
+        model, 0.0, gaussian_statistics(features_and_probs(model, test.images)[0]), 0.0, 1.0, False
+    )
     assert sample_quality(scorer, test.floats())["fid"] == pytest.approx(0, abs=1e-6)
     quality = sample_quality(scorer, train.floats()[:100])
     assert quality["fid"] > 1e-3

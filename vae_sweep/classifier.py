@@ -162,6 +162,7 @@ class Scorer:
     test_statistics: tuple[Tensor, Tensor]  # Gaussian fitted to the test set's features: what samples are scored on
     real_fid: float  # the test set against as many training images: the floor a perfect model would reach
     real_inception_score: float  # of the test set
+    newly_trained: bool  # by this call, rather than loaded from the cache: worth logging with the run
 
 
 def reference(model: SmallCNN, train: Split, test: Split) -> dict:
@@ -185,7 +186,7 @@ def load_or_train(dataset_name: str, train: Split, test: Split, cache_dir: str |
     """
     path = Path(cache_dir) / f"{dataset_name}_cnn.pt"
     data_md5 = fingerprint(train, test)
-    payload = None
+    payload, newly_trained = None, False
     if path.exists():
         cached = torch.load(path, map_location=train.images.device, weights_only=True)
         if cached["fingerprint"] == data_md5:
@@ -193,6 +194,7 @@ def load_or_train(dataset_name: str, train: Split, test: Split, cache_dir: str |
     if payload is None:
         release_freed_memory()  # training's activations are the largest of the job: start it from a trimmed heap
         model, test_accuracy = train_classifier(train, test)
+        newly_trained = True
         payload = {"state_dict": model.state_dict(), "accuracy": test_accuracy, "fingerprint": data_md5}
     model = SmallCNN().to(train.images.device)
     model.load_state_dict(payload["state_dict"])
@@ -202,9 +204,8 @@ def load_or_train(dataset_name: str, train: Split, test: Split, cache_dir: str |
         path.parent.mkdir(parents=True, exist_ok=True)
         _save_atomically(payload, path)
     real = payload["reference"]
-    return Scorer(
-        model, payload["accuracy"], (real["test_mean"], real["test_cov"]), real["fid"], real["inception_score"]
-    )
+    statistics = (real["test_mean"], real["test_cov"])
+    return Scorer(model, payload["accuracy"], statistics, real["fid"], real["inception_score"], newly_trained)
 
 
 @torch.no_grad()

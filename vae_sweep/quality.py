@@ -38,15 +38,11 @@ def latent_usage(means: Tensor, logvars: Tensor) -> tuple[dict[str, float], Tens
     return {"quality/active_units": metrics.active_units(means), "quality/kl_max_dim": kl.max().item()}, kl
 
 
-def load_classifier(dataset: str, train: Split, test: Split, cache_dir: Path) -> tuple[classifier.Scorer, bool]:
+def load_classifier(dataset: str, train: Split, test: Split, cache_dir: Path) -> classifier.Scorer:
     """The dataset's classifier, trained once; the lock keeps parallel jobs from training it side by side."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cached = cache_dir / f"{dataset}_cnn.pt"
     with FileLock(str(cache_dir / f"{dataset}.lock")):
-        before = cached.stat().st_mtime_ns if cached.exists() else None
-        scorer = classifier.load_or_train(dataset, train, test, cache_dir)
-    # A missing or stale cache entry was (re)written: that classifier is new and worth logging.
-    return scorer, cached.stat().st_mtime_ns != before
+        return classifier.load_or_train(dataset, train, test, cache_dir)
 
 
 def sample_quality(model: VAE, scorer: classifier.Scorer, test: Split, eval_cfg) -> dict[str, float]:

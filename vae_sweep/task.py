@@ -143,11 +143,11 @@ def evaluate_quality(model: VAE, train: Split, test: Split, means, logvars, cfg,
     if cfg.eval.sample_quality:
         key = classifier_key(cfg)
         cache = Path(cfg.eval.classifier_dir)
-        scorer, trained_now = quality.load_classifier(key, train, test, cache)
+        scorer = quality.load_classifier(key, train, test, cache)
         release_freed_memory()
         results["quality/classifier_accuracy"] = scorer.accuracy
         results.update(quality.sample_quality(model, scorer, test, cfg.eval))
-        if trained_now:
+        if scorer.newly_trained:
             tracker.log_artifact(cache / f"{key}_cnn.pt", "classifier")
     log.info(
         f"quality: IWAE NLL (k={cfg.eval.iwae_k}) {results['quality/iwae_nll']:.2f} nats, "
