@@ -14,6 +14,7 @@ from tqdm import tqdm
 from vae_sweep.config import UserError
 from vae_sweep.data import Split, batch_indices, binarize
 from vae_sweep.model import VAE, loss_terms
+from vae_sweep.optim import stepper
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def train_epoch(
     """One pass over the training images; returns each term averaged over all images of the epoch."""
     model.train()
     batches = batch_indices(len(train), batch_size, generator)
+    step = stepper(optimizer)
     # Per-batch sums stay on the device; one transfer at the end avoids a sync per batch.
     per_batch = []
     for index in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress):
@@ -68,7 +70,7 @@ def train_epoch(
         terms["loss"].backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        step()
         per_batch.append(torch.stack([terms[name].detach() for name in TERMS]) * len(index))
     stacked = torch.stack(per_batch).cpu()
     if not torch.isfinite(stacked).all():

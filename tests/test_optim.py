@@ -1,0 +1,79 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from vae_sweep.config import OptimizerConfig, OptimizerName
+from vae_sweep.model import VAE
+from vae_sweep.optim import build_optimizer, stepper
+
+
+def twin_models(**adam_options):
+    """Two identical VAEs, each with its own Adam."""
+    pair = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = VAE(latent=3, hidden=[16])
+        pair.append((model, torch.optim.Adam(model.parameters(), **adam_options)))
+    return pair
+
+
+def train_steps(model, step, steps=5, frozen=None, optimizer=None, lr_after=None):
+    generator = torch.Generator().manual_seed(1)
+    torch.manual_seed(2)  # the posterior noise
+    for number in range(steps):
+        if lr_after is not None and number == lr_after:
+            optimizer.param_groups[0]["lr"] = 3e-4
+        x = torch.rand(8, 784, generator=generator)
+        logits, mu, logvar = model(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, x) + mu.pow(2).mean() + logvar.exp().mean()
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        if frozen is not None:
+            frozen.grad = None
+        step()
+
+
+def assert_bitwise_equal(first, second):
+    (model_a, optimizer_a), (model_b, optimizer_b) = first, second
+    for a, b in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.equal(a, b)
+    state_a, state_b = optimizer_a.state_dict()["state"], optimizer_b.state_dict()["state"]
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(state_a[key][name], state_b[key][name]), (key, name)
+
+
+@pytest.mark.parametrize("options", [{}, {"weight_decay": 0.01, "eps": 1e-6, "betas": (0.8, 0.99)}, {"maximize": True}])
+def test_fused_adam_stepper_is_bitwise_optimizer_step(options):
+    reference, fast = twin_models(lr=1e-3, fused=True, **options)
+    step = stepper(fast[1])
+    assert step != fast[1].step
+    train_steps(reference[0], reference[1].step, optimizer=reference[1], lr_after=3)
+    train_steps(fast[0], step, optimizer=fast[1], lr_after=3)
+    assert_bitwise_equal(reference, fast)
+    assert int(fast[1].state_dict()["state"][0]["step"]) == 5
+
+
+def test_stepper_falls_back_for_a_parameter_without_gradient():
+    reference, fast = twin_models(lr=1e-3, fused=True)
+    train_steps(reference[0], reference[1].step, frozen=reference[0].decoder[-1].bias)
+    train_steps(fast[0], stepper(fast[1]), frozen=fast[0].decoder[-1].bias)
+    assert_bitwise_equal(reference, fast)
+
+
+@pytest.mark.parametrize("options", [{"fused": False}, {"fused": True, "amsgrad": True}])
+def test_other_optimizers_step_as_usual(options):
+    model = VAE(latent=3, hidden=[16])
+    adam = torch.optim.Adam(model.parameters(), lr=1e-3, **options)
+    assert stepper(adam) == adam.step
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert stepper(sgd) == sgd.step
+
+
+def test_build_optimizer_follows_the_config():
+    model = VAE(latent=3, hidden=[16])
+    node = OmegaConf.structured(OptimizerConfig(name=OptimizerName.sgd, lr=0.01, momentum=0.9))
+    sgd = build_optimizer(model, node)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["lr"] == 0.01
