@@ -56,6 +56,15 @@ def test_each_launcher_option_gives_its_jobs_their_share_of_threads():
     assert threads_per_job(slurm, 16) == 4
 
 
+def test_seed_experiment_runs_its_three_jobs_side_by_side_unless_another_launcher_is_named():
+    side_by_side = hydra_launcher("experiment=seed")
+    assert side_by_side._target_.endswith("JoblibLauncher") and side_by_side.n_jobs == 3
+    assert threads_per_job(side_by_side, 2) == 1 and threads_per_job(side_by_side, 12) == 4
+    assert hydra_launcher("experiment=seed", "hydra/launcher=basic")._target_.endswith("BasicLauncher")
+    assert hydra_launcher("experiment=seed", "hydra/launcher=slurm").cpus_per_task == 4
+    assert hydra_launcher("experiment=seed", "hydra.launcher.n_jobs=2").n_jobs == 2
+
+
 def test_postgres_is_found_in_debians_versioned_folders_or_reported_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
     monkeypatch.setattr(postgres, "DEBIAN_VERSIONS", tmp_path)
