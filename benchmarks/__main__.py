@@ -71,11 +71,11 @@ TARGETS = {
 
 # (label, extra overrides, training.threads, concurrent jobs): how the sweep is launched.
 SWEEP_SETTINGS = (
-    ("basic launcher (sequential), threads 2", (), 2, 1),
+    ("basic launcher (sequential), threads 2", ("hydra/launcher=basic",), 2, 1),
     ("joblib n_jobs=2, threads 1", ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), 1, 2),
     ("joblib n_jobs=3, threads 1", ("hydra/launcher=joblib", "hydra.launcher.n_jobs=3"), 1, 3),
 )
-EXTRA_SWEEP_SETTING = ("basic launcher (sequential), threads 1", (), 1, 1)
+EXTRA_SWEEP_SETTING = ("basic launcher (sequential), threads 1", ("hydra/launcher=basic",), 1, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1125,7 +1125,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: subsets, fewer repetitions (~2 min)")
     parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS), help=f"sections, of {','.join(ALL_SECTIONS)}")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads in-process (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        # The flush-to-zero mode is per thread and fixed when a thread starts (vae_sweep.launcher.set_cpu_threads), so
+        # the in-process alternation can only switch it on the main thread: above 1 thread, both loops' other threads
+        # keep denormals, as a job of vae_sweep does not.
+        help="torch intra-op threads in-process (default 1; above 1, only the main thread flushes denormals)",
+    )
     parser.add_argument("--sweep-eval", action="store_true", help="keep the end-of-run evaluation in sweep jobs")
     parser.add_argument("--classifier-cache", type=Path, default=REPO / "benchmarks" / ".cache" / "classifiers")
     parser.add_argument("--extra-sweep", action="store_true", help="also time the basic launcher with threads 1")

@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -54,6 +55,29 @@ def test_each_launcher_option_gives_its_jobs_their_share_of_threads():
     slurm = hydra_launcher("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
     assert (slurm.partition, slurm.cpus_per_task, slurm.gpus_per_node, slurm.mem_gb) == ("gpu", 4, 0, 8)
     assert threads_per_job(slurm, 16) == 4
+
+
+# In a fresh process: 2 intra-op threads, then a parallel product of a denormal float (made from its bits) and 1e30:
+# 0 in a thread that treats denormal inputs as zero, 1.5e-9 in one that does not. Prints the nonzero products.
+DENORMALS_LEFT = """
+import sys, torch
+from vae_sweep.launcher import set_cpu_threads
+if sys.argv[1] == "late":
+    torch.set_num_threads(2)
+    torch.ones(1 << 20).mul(2.0)  # a parallel operation starts the intra-op threads
+set_cpu_threads(2)
+denormal = torch.full((1 << 20,), 1 << 20, dtype=torch.int32).view(torch.float32)
+print(int((denormal.mul(1e30) != 0).sum()))
+"""
+
+
+@pytest.mark.parametrize("when, flushed_everywhere", [("first", True), ("late", False)])
+def test_cpu_threads_set_first_all_flush_denormals(when, flushed_everywhere):
+    result = subprocess.run([sys.executable, "-c", DENORMALS_LEFT, when], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    left = int(result.stdout)
+    # Set late, only the main thread's share is flushed: what the job avoids by setting it first.
+    assert (left == 0) == flushed_everywhere, left
 
 
 def test_seed_experiment_runs_its_three_jobs_side_by_side_unless_another_launcher_is_named():

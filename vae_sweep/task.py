@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from vae_sweep import checkpoint, figures, metrics, quality
 from vae_sweep.config import UserError, flatten, to_container, validate
 from vae_sweep.data import Split, binarize_split, file_md5s, load, to_float
-from vae_sweep.launcher import available_cores, threads_per_job
+from vae_sweep.launcher import available_cores, set_cpu_threads, threads_per_job
 from vae_sweep.memory import release_freed_memory
 from vae_sweep.model import VAE, build_model
 from vae_sweep.optim import build_optimizer
@@ -221,9 +221,8 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     """
     validate(cfg)
     device = resolve_device(cfg.training.device)
-    threads = cfg.training.threads or threads_per_job(HydraConfig.get().launcher, available_cores())
-    if threads:
-        torch.set_num_threads(threads)
+    # First, before any parallel operation starts the intra-op threads (see set_cpu_threads).
+    set_cpu_threads(cfg.training.threads or threads_per_job(HydraConfig.get().launcher, available_cores()))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
