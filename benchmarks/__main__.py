@@ -800,16 +800,28 @@ def evaluate_targets(sections: dict) -> list[tuple[str, str, bool | None]]:
     return rows
 
 
+def now_iso() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def measured_by(date: str, argv: list[str], code: str) -> dict:
+    return {"date": date, "argv": argv, "code": code}
+
+
 def write_markdown(results: dict, path: Path) -> None:
     machine, sections = results["machine"], results["sections"]
     out = ["# vae_sweep benchmark results", ""]
     out.append(f"Written by `python -m benchmarks {' '.join(results['argv'])}` on {machine['date']}.")
-    if results.get("merged"):
-        merged = results["merged"]
-        out.append(
-            f"Sections {', '.join(merged['rerun'])} were measured then; the others come from the run of "
-            f"{merged['previous']} (`python -m benchmarks {' '.join(merged['previous_argv'])}`)."
-        )
+    runs: dict[tuple, list[str]] = {}
+    for name, section in sections.items():
+        if "measured" in section:
+            measured = section["measured"]
+            runs.setdefault((measured["date"], " ".join(measured["argv"]), measured["code"]), []).append(name)
+    if len(runs) > 1:
+        out.append("Sections were measured in separate runs (start time, command, code):")
+        out.append("")
+        for (date, command, code), names in sorted(runs.items()):
+            out.append(f"- {', '.join(names)}: {date}, `python -m benchmarks {command}`, code {code}")
     out.append("")
     out.append("How to make the epoch faster (variants measured against the code): [SPEEDUPS.md](SPEEDUPS.md).")
     out.append("")
@@ -1168,7 +1180,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rewrote {args.out}")
         return
     torch.set_num_threads(args.threads)
-    began, load_start = time.perf_counter(), loadavg()
+    began, started, load_start = time.perf_counter(), now_iso(), loadavg()
     bench = Bench(args)
     import torchvision
 
@@ -1178,7 +1190,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge and previous.exists():
         old = json.loads(previous.read_text())
         results["sections"] = {k: v for k, v in old["sections"].items() if k not in args.sections}
-        results["merged"] = {"previous": old["machine"]["date"], "previous_argv": old["argv"], "rerun": args.sections}
+        for section in results["sections"].values():  # kept sections say when, by what and on which code
+            section.setdefault("measured", measured_by(old["machine"]["date"], old["argv"], old["machine"]["git"]))
     for name in ALL_SECTIONS:
         if name not in args.sections:
             continue
@@ -1190,6 +1203,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
             results["sections"][name] = {"error": traceback.format_exc()}
         results["sections"][name]["section_s"] = time.perf_counter() - start
+        results["sections"][name]["measured"] = measured_by(started, argv, git_state())
         assert torch.get_num_threads() == args.threads, "a section changed torch's thread count"
     loads = bench.loads or [load_start]
     results["machine"] = {
@@ -1201,7 +1215,7 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "git": git_state(),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "date": now_iso(),
         "load_start": load_start,
         "load_min": min(loads),
         "load_max": max(loads),
