@@ -164,7 +164,7 @@ def job_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     from omegaconf import OmegaConf
 
     from vae_sweep.config import OptimizerConfig
-    from vae_sweep.optim import build_optimizer
+    from vae_sweep.core.optim import build_optimizer
 
     node = OmegaConf.merge(OmegaConf.structured(OptimizerConfig), OmegaConf.load(REPO / "conf/optimizer/adam.yaml"))
     return build_optimizer(model, node)
@@ -337,7 +337,7 @@ class Bench:
 
     def data(self):
         if self._data is None:
-            from vae_sweep.data import Split, load
+            from vae_sweep.core.data import Split, load
 
             train, test = load("mnist", self.args.data_root, download=False)
             train = Split(train.images[: self.n_train], train.labels[: self.n_train])
@@ -375,10 +375,10 @@ class Bench:
         """Epochs of vae_sweep's loop and of the conventional loop on one model shape, alternated."""
         from torch.utils.data import DataLoader
 
-        from vae_sweep.data import Split
-        from vae_sweep.model import PIXELS, VAE
-        from vae_sweep.tracking import NullTracker
-        from vae_sweep.train import evaluate, fit, train_epoch
+        from vae_sweep.core.data import Split
+        from vae_sweep.core.model import PIXELS, VAE
+        from vae_sweep.core.train import evaluate, fit, train_epoch
+        from vae_sweep.tracking.runs import NullTracker
 
         train, test = self.data()
         batch, eval_batch, lr = self.defaults["batch_size"], self.defaults["eval_batch_size"], self.defaults["lr"]
@@ -496,9 +496,10 @@ class Bench:
 
     def tracking(self) -> dict:
         from vae_sweep.config import ModelConfig, TrainingConfig
-        from vae_sweep.model import VAE
-        from vae_sweep.tracking import MlflowTracker, NullTracker, connect
-        from vae_sweep.train import fit
+        from vae_sweep.core.model import VAE
+        from vae_sweep.core.train import fit
+        from vae_sweep.tracking.runs import MlflowTracker, NullTracker
+        from vae_sweep.tracking.store import connect
 
         train, test = self.data()
         folder = self.tmp / "tracking"
@@ -604,7 +605,7 @@ class Bench:
             print(f"  {label}: {result['wall_s']:.1f} s, peak RSS {(peak or 0) / 1e9:.2f} GB", flush=True)
         # What the imports alone hold: the floor under any job's peak.
         imports = {}
-        for label, code in (("import torch", "import torch"), ("import vae_sweep.task", "import vae_sweep.task")):
+        for label, code in (("import torch", "import torch"), ("import vae_sweep.jobs.task", "import vae_sweep.jobs.task")):
             folder = self.tmp / f"imports-{len(imports)}"
             folder.mkdir()
             done = run_process([sys.executable, "-c", code], folder, env, 120, folder / "import.log")

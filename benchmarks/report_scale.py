@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from vae_sweep.config import Config, flatten  # noqa: E402
-from vae_sweep.tracking import BATCH_LIMIT  # noqa: E402
+from vae_sweep.tracking.runs import BATCH_LIMIT  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -50,7 +50,7 @@ EPOCH_KEYS = (
     "kl_weight",
     "epoch_time_s",
 )
-# name -> figure size in inches, as vae_sweep.figures draws them.
+# name -> figure size in inches, as vae_sweep.evaluation.figures draws them.
 FIGURES = {"reconstructions.png": (11, 3), "samples.png": (7, 7.5), "latent_scatter.png": (8, 6.5)}
 FIGURES_2D = {**FIGURES, "manifold.png": (9, 9)}
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_DATA
-from vae_sweep import classifier
-from vae_sweep.classifier import (
+from vae_sweep.core.data import Split, load, to_float
+from vae_sweep.core.metrics import frechet_distance, gaussian_statistics, inception_score
+from vae_sweep.evaluation import classifier
+from vae_sweep.evaluation.classifier import (
     SCORING_PASS_CPU,
     SmallCNN,
     accuracy,
@@ -18,8 +20,6 @@ from vae_sweep.classifier import (
     scoring_passes,
     train_classifier,
 )
-from vae_sweep.data import Split, load, to_float
-from vae_sweep.metrics import frechet_distance, gaussian_statistics, inception_score
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from tests.conftest import REPO
-from vae_sweep.config import ConfigError, flatten, register_configs, to_container, validate
+from vae_sweep.config import flatten, register_configs, to_container, validate
+from vae_sweep.errors import ConfigError
 
 
 def compose_config(*overrides: str):

@@ -5,8 +5,8 @@ import torch
 from torchvision import datasets
 
 from tests.conftest import make_mnist_like
-from vae_sweep.config import UserError
-from vae_sweep.data import Split, batch_indices, binarize_split, file_md5s, load, raw_folder, to_float
+from vae_sweep.core.data import Split, batch_indices, binarize_split, file_md5s, load, raw_folder, to_float
+from vae_sweep.errors import UserError
 
 
 def test_splits_are_grey_levels_read_as_floats_in_unit_range(tiny_data):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_sweep import figures
-from vae_sweep.model import PIXELS, VAE
+from vae_sweep.core.model import PIXELS, VAE
+from vae_sweep.evaluation import figures
 
 TILE = 28 + figures.GRID_PADDING
 

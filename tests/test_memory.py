@@ -2,7 +2,7 @@ import platform
 
 import pytest
 
-from vae_sweep import memory
+from vae_sweep.core import memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc_trim")

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae_sweep.metrics import (
+from vae_sweep.core.metrics import (
     active_units,
     frechet_distance,
     inception_score,
@@ -11,7 +11,7 @@ from vae_sweep.metrics import (
     kl_per_dimension,
     posterior_means,
 )
-from vae_sweep.model import VAE, kl_per_dim, loss_terms
+from vae_sweep.core.model import VAE, kl_per_dim, loss_terms
 
 
 class PriorPosteriorFixedDecoder(nn.Module):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae_sweep.model import VAE, build_model, kl_per_dim, loss_terms
+from vae_sweep.core.model import VAE, build_model, kl_per_dim, loss_terms
 
 
 def test_kl_is_zero_when_posterior_is_the_prior():

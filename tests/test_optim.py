@@ -3,8 +3,8 @@ import torch
 from omegaconf import OmegaConf
 
 from vae_sweep.config import OptimizerConfig, OptimizerName
-from vae_sweep.model import VAE
-from vae_sweep.optim import build_optimizer, stepper
+from vae_sweep.core.model import VAE
+from vae_sweep.core.optim import build_optimizer, stepper
 
 
 def twin_models(**adam_options):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_DATA, training_settings
-from vae_sweep.data import load
-from vae_sweep.model import VAE
-from vae_sweep.train import fit
+from vae_sweep.core.data import load
+from vae_sweep.core.model import VAE
+from vae_sweep.core.train import fit
 
 pytestmark = [
     pytest.mark.slow,

@@ -12,7 +12,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
-from vae_sweep import report
+from vae_sweep.analysis.report import cli as report
+from vae_sweep.report import main as report_command
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -258,7 +259,7 @@ class ReportPage(HTMLParser):
 
 def test_the_report_folder_run_and_html(store, tmp_path, capsys):
     out = tmp_path / "report"
-    assert report.main(["--tracking-uri", store.uri, "--out", str(out)]) == 0
+    assert report_command(["--tracking-uri", store.uri, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[-1] == str(out) and "Lowest test loss: 109.50" in printed
     figures = ["quality_vs_x.png", "active_units.png", "learning_curves.png", "rate_distortion.png"]
@@ -301,7 +302,7 @@ def test_no_log_leaves_the_reports_experiment_alone(store, tmp_path):
     before = report_runs(store.uri)
     out = tmp_path / "all"
     assert (
-        report.main(["--tracking-uri", store.uri, "--all", "--no-log", "--out", str(out), "--x", "training.epochs"])
+        report_command(["--tracking-uri", store.uri, "--all", "--no-log", "--out", str(out), "--x", "training.epochs"])
         == 0
     )
     assert report_runs(store.uri) == before
@@ -318,14 +319,14 @@ def test_no_log_leaves_the_reports_experiment_alone(store, tmp_path):
     ],
 )
 def test_user_errors_are_one_line(store, tmp_path, capsys, arguments, message):
-    assert report.main(["--tracking-uri", store.uri, "--out", str(tmp_path / "r"), *arguments]) == 1
+    assert report_command(["--tracking-uri", store.uri, "--out", str(tmp_path / "r"), *arguments]) == 1
     error = capsys.readouterr().err
     assert error.startswith(message) and error.count("\n") == 1
     assert not (tmp_path / "r").exists()
 
 
 def test_no_store_is_an_error_and_creates_none(tmp_path, capsys):
-    assert report.main(["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 1
+    assert report_command(["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 1
     assert capsys.readouterr().err.startswith(f"error: No MLflow store at sqlite:///{tmp_path}/mlflow.db")
     assert not (tmp_path / "mlflow.db").exists()
 

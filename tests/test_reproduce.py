@@ -4,7 +4,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
-from vae_sweep.reproduce import compare_finals, compare_histories, provenance_differences
+from vae_sweep.analysis.reproduce import compare_finals, compare_histories, provenance_differences
 
 TRAIN = ("model.hidden=[32]", "model.latent=3", "training.epochs=2", "eval.samples=200", "eval.iwae_k=5")
 

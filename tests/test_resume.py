@@ -11,11 +11,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, make_mnist_like, run_cli, training_settings
-from vae_sweep import checkpoint
-from vae_sweep.data import load
-from vae_sweep.model import VAE
-from vae_sweep.resume import fingerprint, is_dead
-from vae_sweep.train import fit
+from vae_sweep.core.data import load
+from vae_sweep.core.model import VAE
+from vae_sweep.core.train import fit
+from vae_sweep.jobs import checkpoint
+from vae_sweep.tracking.resume import fingerprint, is_dead
 
 CONFIG = {
     "model": {"latent": 2, "hidden": [8]},

@@ -18,7 +18,7 @@ from tests.conftest import REPO, free_port, run_cli, serve_mlflow
 from tests.test_resume import runs_of, start
 from tests.test_tracking import check_complete_run
 from vae_sweep.config import register_configs
-from vae_sweep.launcher import threads_per_job
+from vae_sweep.jobs.runtime import threads_per_job
 
 GRID = ["model.latent=2,3", "training.epochs=1,2", "model.hidden=[32]"]
 
@@ -61,7 +61,7 @@ def test_each_launcher_option_gives_its_jobs_their_share_of_threads():
 # 0 in a thread that treats denormal inputs as zero, 1.5e-9 in one that does not. Prints the nonzero products.
 DENORMALS_LEFT = """
 import sys, torch
-from vae_sweep.launcher import set_cpu_threads
+from vae_sweep.jobs.runtime import set_cpu_threads
 if sys.argv[1] == "late":
     torch.set_num_threads(2)
     torch.ones(1 << 20).mul(2.0)  # a parallel operation starts the intra-op threads

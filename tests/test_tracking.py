@@ -7,8 +7,9 @@ from omegaconf import OmegaConf
 
 from tests.conftest import free_port, make_mnist_like, run_cli, serve_mlflow
 from vae_sweep import load_model
-from vae_sweep.config import UserError
-from vae_sweep.tracking import check_reachable, connect, open_store, tracked_run
+from vae_sweep.errors import UserError
+from vae_sweep.tracking.runs import tracked_run
+from vae_sweep.tracking.store import check_reachable, connect, open_store
 
 FIGURES = {"losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png"}
 EPOCH_METRICS = [

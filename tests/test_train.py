@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from tests.conftest import training_settings
-from vae_sweep.data import Split, load
-from vae_sweep.model import VAE
-from vae_sweep.train import NonFiniteLoss, evaluate, fit, kl_weight
+from vae_sweep.core.data import Split, load
+from vae_sweep.core.model import VAE
+from vae_sweep.core.train import evaluate, fit, kl_weight
+from vae_sweep.errors import NonFiniteLoss
 
 
 class Recorder:

@@ -3,16 +3,18 @@
 import hydra
 from omegaconf import DictConfig
 
-from vae_sweep.cli import main_with_clean_errors
-from vae_sweep.config import register_configs
-from vae_sweep.task import run
+from vae_sweep import names
+from vae_sweep.cli import main_with_clean_errors, single_run_exits_on_user_error
+from vae_sweep.config import CONFIG_PACKAGE, register_configs
+from vae_sweep.jobs.task import run
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_PACKAGE, config_name="config")
+@single_run_exits_on_user_error
 def main(cfg: DictConfig) -> float:
-    return run(cfg)["final/test/loss"]
+    return run(cfg)[names.FINAL_TEST_LOSS]
 
 
 if __name__ == "__main__":

@@ -1,13 +1,21 @@
-"""Command-line error reporting: a user's mistake ends in one message and exit code 1, not a traceback."""
+"""The one place where a user's mistake becomes one `error:` line and exit code 1, not a traceback."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Callable
+from typing import Callable, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
+
+from vae_sweep.errors import UserError
+
+T = TypeVar("T")
 
 
 def _user_message(error: BaseException) -> str:
@@ -19,6 +27,39 @@ def _user_message(error: BaseException) -> str:
     return message
 
 
+def report_user_error(error: BaseException) -> None:
+    sys.stderr.write(f"error: {_user_message(error)}\n")
+
+
+def single_run_exits_on_user_error(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+    """A Hydra task function whose user error, in a single run, ends the process with its message alone.
+
+    Hydra prints "Error executing job with overrides" before re-raising a job's exception, so the exit has to happen
+    inside the job. In a multirun the error goes on to the sweeper, which lists it among the failed jobs.
+    """
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> T:
+        try:
+            return task(cfg)
+        except UserError as error:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            report_user_error(error)
+            raise SystemExit(1) from None
+
+    return wrapped
+
+
+def exit_on_user_error(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """A plain (non-Hydra) command's main(argv) -> exit code, with a user error as one `error:` line and code 1."""
+    try:
+        return main(argv)
+    except UserError as error:
+        report_user_error(error)
+        return 1
+
+
 def main_with_clean_errors(hydra_main: Callable[[], object]) -> None:
     """Run a @hydra.main function; print user errors (bad config, missing data, ...) as `error: ...`."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -28,8 +69,8 @@ def main_with_clean_errors(hydra_main: Callable[[], object]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()
-    except (CompactHydraException, OmegaConfBaseException) as error:
-        sys.stderr.write(f"error: {_user_message(error)}\n")
+    except (UserError, CompactHydraException, OmegaConfBaseException) as error:
+        report_user_error(error)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: the run is marked KILLED; run the same command again to resume it.\n")

@@ -7,17 +7,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from hydra.errors import CompactHydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-
-class UserError(CompactHydraException):
-    """A problem the user can fix (bad value, missing file, unreachable server): Hydra prints only the message."""
-
-
-class ConfigError(UserError):
-    pass
+from vae_sweep.errors import ConfigError
 
 
 class Activation(Enum):
@@ -131,8 +123,14 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+# The conf/ folder of the repository, shipped inside the package (pyproject.toml maps it), as Hydra finds it.
+CONFIG_PACKAGE = "pkg://vae_sweep.conf"
+
+
 def register_configs() -> None:
     """The typed root node that conf/config.yaml lists first; the group files merge onto it, type-checked."""
+    from hydra.core.config_store import ConfigStore
+
     ConfigStore.instance().store(name="schema", node=Config)
 
 
@@ -181,6 +179,27 @@ def validate(cfg: DictConfig) -> None:
 def to_container(cfg: DictConfig) -> dict:
     """The resolved config as plain Python values (enums as their names), without Hydra's own node."""
     return {key: OmegaConf.to_container(cfg[key], resolve=True, enum_to_str=True) for key in cfg if key != "hydra"}
+
+
+# Settings that change where, how fast or how visibly a job runs, not what it computes: left out of a run's
+# fingerprint, of the parameters a report compares runs by, and of run names. Prefixes end in a dot.
+NOT_RESULT = (
+    "tracking.",
+    "paths.",
+    "data.root",
+    "data.download",
+    "eval.classifier_dir",
+    "training.threads",
+    "training.progress",
+    "training.resume",
+    "training.checkpoint_every",
+    "training.heartbeat_timeout_s",
+)
+
+
+def defines_result(key: str) -> bool:
+    """Whether a dotted config key can change what a job computes (see NOT_RESULT)."""
+    return not key.startswith(NOT_RESULT)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

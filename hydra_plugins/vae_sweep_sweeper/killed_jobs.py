@@ -62,7 +62,7 @@ def killed_jobs_as_failures(launcher: Any, on_killed: OnKilled) -> Iterator[None
 
 def killed_job(config: DictConfig, overrides: Sequence[str], job_num: int, error: Exception) -> JobReturn:
     """A FAILED job return for a job submitit lost, after marking its MLflow run FAILED (`config`: the job's)."""
-    from vae_sweep.tracking import fail_orphaned_run
+    from vae_sweep.tracking.store import fail_orphaned_run
 
     reason = f"killed without a result (out of memory, scancel, node failure?): {str(error).strip().splitlines()[0]}"
     with open_dict(config.hydra.job):

@@ -18,7 +18,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from hydra_plugins.vae_sweep_sweeper.killed_jobs import killed_job, killed_jobs_as_failures
-from vae_sweep.config import ConfigError, UserError, validate
+from vae_sweep.config import validate
+from vae_sweep.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from vae_sweep import names
+
 LIBRARIES = ("torch", "torchvision", "mlflow", "hydra-core", "omegaconf")
 
 
@@ -38,4 +40,5 @@ def library_versions() -> dict[str, str]:
 
 
 def provenance(root: Path) -> dict[str, str]:
-    return {**git_state(root), **library_versions(), "host": platform.node(), "python": platform.python_version()}
+    machine = {names.TAG_HOST: platform.node(), "python": platform.python_version()}
+    return {**git_state(root), **library_versions(), **machine}

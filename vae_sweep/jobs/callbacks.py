@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vae_sweep.tracking import connect
+from vae_sweep.tracking.store import connect
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ import hashlib
 import itertools
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae_sweep.data import CHUNK_ROWS, Split, batch_indices, to_float
-from vae_sweep.memory import release_freed_memory
-from vae_sweep.metrics import frechet_distance_of_statistics, gaussian_statistics, inception_score
-from vae_sweep.model import IMAGE_SIZE
+from vae_sweep.core.data import CHUNK_ROWS, Split, batch_indices, to_float
+from vae_sweep.core.io import save_atomically
+from vae_sweep.core.memory import release_freed_memory
+from vae_sweep.core.metrics import frechet_distance_of_statistics, gaussian_statistics, inception_score
+from vae_sweep.core.model import IMAGE_SIZE
 
 # Two epochs with a linearly decaying learning rate reach about 98.7-98.8% test accuracy on MNIST;
 # one epoch, or two at a constant rate, land at or just under 98.5%.
@@ -143,18 +143,6 @@ def fingerprint(train: Split, test: Split) -> str:
     return digest.hexdigest()
 
 
-def _save_atomically(payload: dict, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: parallel jobs never read a half-written file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 @dataclass
 class Scorer:
     """A trained classifier and what every job compares its samples with, computed once with it and cached."""
@@ -203,8 +191,7 @@ def load_or_train(dataset_name: str, train: Split, test: Split, cache_dir: str |
     model.eval()
     if "reference" not in payload:  # new, or cached before the reference was
         payload["reference"] = reference(model, train, test)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _save_atomically(payload, path)
+        save_atomically(payload, path)
     real = payload["reference"]
     statistics = (real["test_mean"], real["test_cov"])
     return Scorer(model, payload["accuracy"], statistics, real["fid"], real["inception_score"], newly_trained)

@@ -1,4 +1,4 @@
-"""How many CPU threads one job of a sweep gets, from the launcher that runs it, and setting them up."""
+"""A job's process: its device, how many CPU threads it gets from the launcher that runs it, and setting them up."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 
 import torch
+
+from vae_sweep.errors import UserError
 
 
 def available_cores() -> int:
@@ -40,3 +42,13 @@ def set_cpu_threads(threads: int | None) -> None:
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device `training.device` names; auto is CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"training.device={name} but this machine has no CUDA device; use training.device=auto or cpu.")
+    return device

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae_sweep.data import to_float
-from vae_sweep.model import PIXELS, kl_per_dim
+from vae_sweep.core.data import to_float
+from vae_sweep.core.model import PIXELS, kl_per_dim
 
 # Largest tensor (in elements) one step of the IWAE bound builds: 2**22 float32 values are 16 MiB.
 MAX_ELEMENTS = 2**22

@@ -12,26 +12,13 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from vae_sweep.config import flatten
-
-# Settings that change where, how fast or how visibly a job runs, not what it computes.
-_NOT_RESULT = (
-    "tracking.",
-    "paths.",
-    "data.root",
-    "data.download",
-    "eval.classifier_dir",
-    "training.threads",
-    "training.progress",
-    "training.resume",
-    "training.checkpoint_every",
-    "training.heartbeat_timeout_s",
-)
+from vae_sweep import names
+from vae_sweep.config import defines_result, flatten
 
 
 def fingerprint(config: dict) -> str:
     """Equal for two resolved configs exactly when they would train the same model the same way."""
-    result_keys = {key: value for key, value in flatten(config).items() if not key.startswith(_NOT_RESULT)}
+    result_keys = {key: value for key, value in flatten(config).items() if defines_result(key)}
     return hashlib.sha256(json.dumps(result_keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -48,9 +35,9 @@ def _pid_alive(pid: int) -> bool:
 def is_dead(run: Run, timeout_s: float, now: float | None = None) -> bool:
     """A RUNNING run nobody is running: its process is gone (same host), or it has been silent too long."""
     tags = run.data.tags
-    if tags.get("host") == platform.node() and tags.get("pid", "").isdigit():
-        return not _pid_alive(int(tags["pid"]))
-    last_sign = float(tags.get("heartbeat", run.info.start_time / 1000))
+    if tags.get(names.TAG_HOST) == platform.node() and tags.get(names.TAG_PID, "").isdigit():
+        return not _pid_alive(int(tags[names.TAG_PID]))
+    last_sign = float(tags.get(names.TAG_HEARTBEAT, run.info.start_time / 1000))
     return (now or time.time()) - last_sign > timeout_s
 
 
@@ -61,9 +48,8 @@ class Decision:
 
 
 def decide(client: MlflowClient, experiment_id: str, key: str, timeout_s: float) -> Decision:
-    runs = client.search_runs(
-        [experiment_id], f"tags.fingerprint = '{key}'", order_by=["attributes.start_time DESC"], max_results=100
-    )
+    query = f"tags.{names.TAG_FINGERPRINT} = '{key}'"
+    runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=100)
     finished = [run for run in runs if run.info.status == "FINISHED"]
     if finished:
         return Decision("skip", finished[0])

@@ -9,10 +9,11 @@ import torch
 from filelock import FileLock
 from torch import Tensor
 
-from vae_sweep import classifier, metrics
-from vae_sweep.data import Split
-from vae_sweep.model import VAE
-from vae_sweep.train import evaluate
+from vae_sweep.core import metrics
+from vae_sweep.core.data import Split
+from vae_sweep.core.model import VAE
+from vae_sweep.core.train import evaluate
+from vae_sweep.evaluation import classifier
 
 log = logging.getLogger(__name__)
 

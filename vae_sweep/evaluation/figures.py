@@ -12,8 +12,8 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from vae_sweep.model import IMAGE_SIZE
-from vae_sweep.plotting import plt, saved_figure
+from vae_sweep.core.model import IMAGE_SIZE
+from vae_sweep.evaluation.plotting import plt, saved_figure
 
 GRID_PADDING = 2
 # Grey between tiles separates them without looking like ink (1) or background (0).

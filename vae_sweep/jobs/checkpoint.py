@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-from vae_sweep.model import VAE, build_model
-
-ARTIFACT_PATH = "checkpoint"
-FILENAME = "checkpoint.pt"
+from vae_sweep import names
+from vae_sweep.core.io import save_atomically
+from vae_sweep.core.model import VAE, build_model
 
 
 def save(model: VAE, config: dict, path: Path, **extra) -> None:
@@ -35,7 +33,7 @@ def load_model(run_id_or_path: str | Path, tracking_uri: str | None = None) -> t
 
     with tempfile.TemporaryDirectory() as folder:
         local = MlflowClient(tracking_uri=tracking_uri).download_artifacts(
-            str(run_id_or_path), f"{ARTIFACT_PATH}/{FILENAME}", folder
+            str(run_id_or_path), f"{names.ARTIFACT_CHECKPOINT}/{names.CHECKPOINT}", folder
         )
         return load(local)
 
@@ -68,12 +66,8 @@ def restore_training_state(
 
 
 def save_state(state: dict, path: Path) -> None:
-    """Atomic, like `save`: a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    """Atomic, like `save`: a kill or signal mid-write leaves the previous checkpoint intact."""
+    save_atomically(state, path)
 
 
 def load_state(path: Path) -> dict | None:

@@ -11,24 +11,21 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vae_sweep.config import UserError
-from vae_sweep.data import Split, batch_indices, binarize
-from vae_sweep.model import VAE, loss_terms
-from vae_sweep.optim import stepper
+from vae_sweep import names
+from vae_sweep.core.data import Split, batch_indices, binarize
+from vae_sweep.core.model import VAE, loss_terms
+from vae_sweep.core.optim import stepper
+from vae_sweep.errors import NonFiniteLoss
 
 log = logging.getLogger(__name__)
 
-TERMS = ("recon", "kl", "loss")
+TERMS = names.TERMS
 
 
 class EpochSink(Protocol):
     """Where the loop reports each epoch (the tracker); the loop knows nothing else about it."""
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
-
-
-class NonFiniteLoss(UserError):
-    pass
 
 
 def kl_weight(epoch: int, beta: float, warmup_epochs: int) -> float:
@@ -101,12 +98,11 @@ def evaluate(model: VAE, split: Split, batch_size: int, seed: int, weight: float
 
 
 def _summary_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
-    return (
-        f"epoch {epoch}/{epochs} | train loss {metrics['train/loss']:.2f} "
-        f"(recon {metrics['train/recon']:.2f}, kl {metrics['train/kl']:.2f}) | "
-        f"test loss {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f}) | "
-        f"{metrics['epoch_time_s']:.1f} s"
-    )
+    def terms(split: str) -> str:
+        loss, recon, kl = (metrics[names.epoch_key(split, term)] for term in ("loss", "recon", "kl"))
+        return f"{split} loss {loss:.2f} (recon {recon:.2f}, kl {kl:.2f})"
+
+    return f"epoch {epoch}/{epochs} | {terms('train')} | {terms('test')} | {metrics[names.EPOCH_TIME]:.1f} s"
 
 
 def fit(
@@ -152,10 +148,10 @@ def fit(
         )
         # The test loss is the plain ELBO's (weight = beta) so that epochs stay comparable during warm-up.
         test_terms = evaluate(model, test, training.eval_batch_size, training.eval_seed, training.beta)
-        metrics = {f"train/{name}": value for name, value in train_terms.items()}
-        metrics.update({f"test/{name}": value for name, value in test_terms.items()})
-        metrics["kl_weight"] = weight
-        metrics["epoch_time_s"] = time.perf_counter() - start
+        metrics = {names.epoch_key("train", term): value for term, value in train_terms.items()}
+        metrics.update({names.epoch_key("test", term): value for term, value in test_terms.items()})
+        metrics[names.KL_WEIGHT] = weight
+        metrics[names.EPOCH_TIME] = time.perf_counter() - start
         history.append({"epoch": epoch, **metrics})
         if on_epoch_end is not None:
             on_epoch_end(history)

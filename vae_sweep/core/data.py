@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
-from vae_sweep.config import UserError
+from vae_sweep.errors import UserError
 
 DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 
@@ -180,3 +180,16 @@ def file_md5s(name: str, root: str | os.PathLike) -> dict[str, str]:
                 with open(path, "rb") as handle:  # in pieces: the training images alone are 47 MB
                     sums[filename] = hashlib.file_digest(handle, "md5").hexdigest()
     return sums
+
+
+def prepare_data(data_cfg, device: torch.device, seed: int) -> tuple[Split, Split]:
+    """Both splits of a `data` config node on the device, binarized once with a fixed seed where it asks for that."""
+    train, test = load(data_cfg.name.value, data_cfg.root, data_cfg.download)
+    mode = data_cfg.binarize.value
+    generator = torch.Generator().manual_seed(seed)
+    if mode == "fixed":
+        train = binarize_split(train, generator)
+    if mode in ("fixed", "dynamic"):
+        # The test set is binarized once in both modes so that test numbers are comparable between epochs.
+        test = binarize_split(test, generator)
+    return train.to(device), test.to(device)

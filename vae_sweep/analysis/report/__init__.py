@@ -1,0 +1,1 @@
+"""The comparison report: select runs (select), tabulate (table), conclude (findings), draw (plots), write (render)."""

@@ -1,0 +1,198 @@
+"""Re-run a recorded job from its stored config and say, metric by metric, whether the result matches.
+
+python -m vae_sweep.reproduce RUN_ID [overrides...] [--atol 0] [--strict] [--tracking-uri URI]
+python -m vae_sweep.reproduce multirun/2026-11-24/10-00-00/0 [overrides...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from vae_sweep import names
+from vae_sweep.config import CONFIG_PACKAGE
+from vae_sweep.errors import UserError
+
+
+@dataclass
+class Recorded:
+    source: str
+    hydra_dir: Path  # holds the job's config.yaml and overrides.yaml
+    history: list[dict[str, float]]
+    final: dict[str, float]
+    provenance: dict[str, str]
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    with open(path) as handle:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def from_job_dir(folder: Path) -> Recorded:
+    hydra_dir = folder / names.HYDRA_DIR
+    if not (hydra_dir / names.JOB_CONFIG).is_file():
+        raise UserError(
+            f"{folder} holds no .hydra/config.yaml; pass a job folder of a vae_sweep run or an MLflow run id."
+        )
+    if not (folder / names.HISTORY).is_file():
+        raise UserError(
+            f"{folder} holds no history.csv: the job never finished an epoch, so there is nothing to compare."
+        )
+    final, tags = _read_json(folder / names.FINAL_METRICS), _read_json(folder / names.PROVENANCE)
+    return Recorded(str(folder), hydra_dir, read_history(folder / names.HISTORY), final, tags)
+
+
+def from_run(run_id: str, tracking_uri: str | None, workdir: Path) -> Recorded:
+    from mlflow.exceptions import MlflowException
+
+    from vae_sweep.tracking.store import default_tracking_uri, existing_store
+
+    uri = tracking_uri or default_tracking_uri()
+    client = existing_store(uri, "pass --tracking-uri, or a job folder instead of a run id.")
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"No run {run_id!r} in the MLflow store at {uri}.") from None
+    try:
+        hydra_dir = Path(client.download_artifacts(run_id, names.ARTIFACT_HYDRA, str(workdir)))
+        history = read_history(Path(client.download_artifacts(run_id, names.HISTORY, str(workdir))))
+    except (MlflowException, OSError):
+        raise UserError(
+            f"Run {run_id} has no stored config (artifacts hydra/ and history.csv); it cannot be reproduced."
+        ) from None
+    final = {key: value for key, value in run.data.metrics.items() if key.startswith(names.FINAL)}
+    return Recorded(run_id, hydra_dir, history, final, dict(run.data.tags))
+
+
+def provenance_differences(recorded: dict[str, str], current: dict[str, str]) -> list[str]:
+    keys = sorted(k for k in set(recorded) | set(current) if k.startswith(names.PROVENANCE_PREFIXES))
+    return [
+        f"{key}: recorded {recorded.get(key, '(none)')}, now {current.get(key, '(none)')}"
+        for key in keys
+        if recorded.get(key) != current.get(key)
+    ]
+
+
+def _differs(a: float, b: float, atol: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return not (math.isnan(a) and math.isnan(b))
+    return abs(a - b) > atol
+
+
+def compare_histories(original: list[dict], reproduced: list[dict], atol: float) -> tuple[list[str], bool]:
+    """Per metric, the largest difference over the epochs both runs have."""
+    epochs = min(len(original), len(reproduced))
+    keys = [k for k in original[0] if k != "epoch" and not k.endswith(names.TIMING_SUFFIX) and k in reproduced[0]]
+    lines, agree = [f"per-epoch histories, epochs 1..{epochs}:", f"  {'metric':<22}{'max |difference|':>18}"], True
+    for key in keys:
+        differences = [abs(o[key] - r[key]) for o, r in zip(original[:epochs], reproduced[:epochs], strict=True)]
+        bad = any(_differs(o[key], r[key], atol) for o, r in zip(original[:epochs], reproduced[:epochs], strict=True))
+        agree &= not bad
+        lines.append(f"  {key:<22}{max(differences):>18.3g}  {'MISMATCH' if bad else 'ok'}")
+    return lines, agree
+
+
+def compare_finals(original: dict[str, float], reproduced: dict[str, float], atol: float) -> tuple[list[str], bool]:
+    keys = sorted(k for k in original if k in reproduced and not k.endswith(names.TIMING_SUFFIX))
+    lines, agree = [f"  {'final metric':<28}{'original':>14}{'reproduced':>14}"], True
+    for key in keys:
+        bad = _differs(original[key], reproduced[key], atol)
+        agree &= not bad
+        lines.append(f"  {key:<28}{original[key]:>14.6g}{reproduced[key]:>14.6g}  {'MISMATCH' if bad else 'ok'}")
+    return lines, agree
+
+
+def write_primary_config(recorded: Recorded, folder: Path) -> None:
+    """A config that is the stored job config on top of the typed schema, with today's Hydra settings."""
+    (folder / "stored.yaml").write_text((recorded.hydra_dir / names.JOB_CONFIG).read_text())
+    (folder / "reproduce.yaml").write_text(
+        "defaults:\n  - schema\n  - hydra: default\n  - stored\n  - _self_\n"
+        f"hydra:\n  searchpath:\n    - {CONFIG_PACKAGE}\n"
+    )
+
+
+def current_provenance(folder: Path, overrides: list[str]) -> dict[str, str]:
+    """What this machine and checkout would record for the job: compose it to find its data files."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from vae_sweep.config import register_configs, validate
+    from vae_sweep.core.data import file_md5s
+    from vae_sweep.tracking.provenance import provenance
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+        cfg = compose("reproduce", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    validate(cfg)
+    md5s = file_md5s(cfg.data.name.value, cfg.data.root)
+    return {**provenance(Path(cfg.paths.root_dir)), **{f"{names.TAG_DATA_MD5}{k}": v for k, v in md5s.items()}}
+
+
+def rerun(folder: Path, overrides: list[str], run_dir: Path, source: str) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "vae_sweep",
+        f"--config-path={folder}",
+        "--config-name=reproduce",
+        f"hydra.run.dir={run_dir}",
+        f"+tracking.tags.{names.TAG_REPRODUCES}={source}",
+        # The original FINISHED run has the same fingerprint: without this the job would be skipped.
+        "training.resume=never",
+        *overrides,
+    ]
+    if subprocess.run(command).returncode != 0:
+        raise UserError(f"The reproduction job failed; see {run_dir}.")
+
+
+def reproduce(source: str, overrides: list[str], atol: float, strict: bool, tracking_uri: str | None) -> bool:
+    if tracking_uri and not any(o.startswith("tracking.uri=") for o in overrides):
+        overrides = [*overrides, f"tracking.uri={tracking_uri}"]  # the new run lands beside the original
+    with tempfile.TemporaryDirectory() as scratch:
+        # Downloads and the generated config live apart: a downloaded hydra/ folder would shadow Hydra's own group.
+        downloads, config_dir = Path(scratch) / "recorded", Path(scratch) / "config"
+        config_dir.mkdir()
+        folder = Path(source)
+        recorded = from_job_dir(folder) if folder.is_dir() else from_run(source, tracking_uri, downloads)
+        write_primary_config(recorded, config_dir)
+        differences = provenance_differences(recorded.provenance, current_provenance(config_dir, overrides))
+        for line in differences:
+            print(f"warning: {line}", file=sys.stderr)
+        if differences and strict:
+            raise UserError("--strict: the environment differs from the recorded one (see the warnings above).")
+        run_dir = Path("outputs") / "reproduce" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        rerun(config_dir, overrides, run_dir.resolve(), source)
+    reproduced = from_job_dir(run_dir)
+    lines, agree = compare_histories(recorded.history, reproduced.history, atol)
+    if len(recorded.history) == len(reproduced.history):
+        final_lines, finals_agree = compare_finals(recorded.final, reproduced.final, atol)
+        lines, agree = final_lines + lines, agree and finals_agree
+    else:
+        lines.append("final metrics not compared: the two runs trained for different numbers of epochs")
+    print(f"original: {source}\nreproduced: {run_dir}\n" + "\n".join(lines))
+    print(f"{'MATCH' if agree else 'MISMATCH'} (atol {atol:g})")
+    return agree
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vae_sweep.reproduce", description=__doc__.split("\n")[0])
+    parser.add_argument("source", help="an MLflow run id, or a job folder holding .hydra/config.yaml")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied on top, e.g. training.epochs=5")
+    parser.add_argument("--atol", type=float, default=0.0, help="largest absolute difference that still agrees")
+    parser.add_argument("--strict", action="store_true", help="stop when code, libraries or data differ")
+    parser.add_argument("--tracking-uri", help="the store holding RUN_ID (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    args = parser.parse_args(argv)
+    return 0 if reproduce(args.source, args.overrides, args.atol, args.strict, args.tracking_uri) else 1

@@ -1,0 +1,176 @@
+"""One sweep point: identity -> data -> model -> training with checkpoints -> outputs, inside its tracked run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import traceback
+from pathlib import Path
+
+import torch
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from vae_sweep import names
+from vae_sweep.config import flatten, to_container, validate
+from vae_sweep.core.data import file_md5s, prepare_data
+from vae_sweep.core.model import build_model
+from vae_sweep.core.optim import build_optimizer
+from vae_sweep.core.train import fit
+from vae_sweep.errors import UserError
+from vae_sweep.jobs import checkpoint
+from vae_sweep.jobs.identity import job_identity
+from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
+from vae_sweep.jobs.runtime import available_cores, resolve_device, set_cpu_threads, threads_per_job
+from vae_sweep.tracking.resume import Decision, decide, fingerprint
+from vae_sweep.tracking.runs import MlflowTracker, NullTracker, tracked_run
+from vae_sweep.tracking.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class ContinuingSink:
+    """Reports only epochs the run does not hold yet: after a resume, re-trained epochs were already reported
+    (with identical numbers, since training is deterministic), and epochs in the checkpoint may not have been."""
+
+    def __init__(self, tracker: MlflowTracker | NullTracker, history: list[dict[str, float]]):
+        self.tracker = tracker
+        self.reported = tracker.logged_epochs()
+        for row in history[self.reported :]:
+            self.log_epoch(int(row["epoch"]), {key: value for key, value in row.items() if key != "epoch"})
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch > self.reported:
+            self.tracker.log_epoch(epoch, metrics)
+            self.reported = epoch
+
+
+class Checkpointer:
+    """fit()'s end-of-epoch hook: a resumable state every training.checkpoint_every epochs and at the last one,
+    and the latest epoch's state kept in memory for an interruption to save."""
+
+    def __init__(self, model, optimizer, generator: torch.Generator, training, path: Path):
+        self.model, self.optimizer, self.generator, self.path = model, optimizer, generator, path
+        self.every, self.epochs = training.checkpoint_every, training.epochs
+        self.unsaved: dict | None = None
+
+    def __call__(self, history: list[dict[str, float]]) -> None:
+        state = checkpoint.training_state(self.model, self.optimizer, self.generator, history)
+        if len(history) % self.every == 0 or len(history) == self.epochs:
+            checkpoint.save_state(state, self.path)
+            self.unsaved = None
+        else:
+            self.unsaved = copy.deepcopy(state)  # the live tensors move on; an interruption saves this epoch's values
+
+    def save_unsaved(self) -> None:
+        if self.unsaved is not None:
+            checkpoint.save_state(self.unsaved, self.path)
+
+
+def previous_run(store: Store | None, key: str, training) -> Decision:
+    if store is None or training.resume.value == "never":
+        return Decision("new")
+    return decide(store.client, store.experiment_id, key, training.heartbeat_timeout_s)
+
+
+def resumable_run_id(decision: Decision, checkpoints: Path) -> str | None:
+    """The run to continue: an interrupted one whose checkpoint is still there (else a fresh run keeps the old
+    one's history unmixed)."""
+    if decision.action != "resume" or not (checkpoints / f"{decision.run.info.run_id}.pt").exists():
+        return None
+    return decision.run.info.run_id
+
+
+def train_job(cfg: DictConfig) -> dict[str, float]:
+    """Train one configuration inside its tracked run; returns its final metrics.
+
+    A configuration that already FINISHED is skipped; one that was interrupted continues from its checkpoint.
+    """
+    validate(cfg)
+    device = resolve_device(cfg.training.device)
+    # First, before any parallel operation starts the intra-op threads (see set_cpu_threads).
+    set_cpu_threads(cfg.training.threads or threads_per_job(HydraConfig.get().launcher, available_cores()))
+    folder = Path(cfg.paths.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = to_container(cfg)
+    (folder / names.CONFIG_RESOLVED).write_text(yaml.safe_dump(config, sort_keys=False))
+    name, tags = job_identity(cfg)
+    key = tags[names.TAG_FINGERPRINT] = fingerprint(config)
+
+    store = open_store(cfg.tracking)
+    decision = previous_run(store, key, cfg.training)
+    if decision.action == "skip":
+        log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
+        return {k: v for k, v in decision.run.data.metrics.items() if k.startswith(names.FINAL)}
+    if decision.action == "busy":
+        other = decision.run.data.tags
+        raise UserError(
+            f"Run {decision.run.info.run_id} with this config is still running (pid {other.get(names.TAG_PID)}"
+            f" on {other.get(names.TAG_HOST)}); wait for it, or pass training.resume=never for a new run."
+        )
+    checkpoints = Path(cfg.paths.checkpoint_dir)
+    resume_id = resumable_run_id(decision, checkpoints)
+
+    with tracked_run(store, name, flatten(config), tags, resume_id) as tracker:
+        if (folder / names.HYDRA_DIR).is_dir():
+            tracker.log_artifacts(folder / names.HYDRA_DIR, names.ARTIFACT_HYDRA)
+        tracker.log_artifact(folder / names.CONFIG_RESOLVED)
+
+        torch.manual_seed(cfg.training.seed)
+        train, test = prepare_data(cfg.data, device, cfg.training.seed)
+        if classifier_to_train(cfg):
+            # Its standardization needs the training pixels' statistics, from a float copy of them (~190 MB on the
+            # CPU): taken now, when the job holds the least memory, rather than at the end of the run.
+            train.pixel_statistics()
+        md5s = file_md5s(cfg.data.name.value, cfg.data.root)
+        tags.update({f"{names.TAG_DATA_MD5}{file}": md5 for file, md5 in md5s.items()})
+        tracker.set_tags(tags)
+        (folder / names.PROVENANCE).write_text(json.dumps(tags, indent=1))
+
+        model = build_model(cfg.model).to(device)
+        optimizer = build_optimizer(model, cfg.optimizer)
+        generator = torch.Generator().manual_seed(cfg.training.seed)
+        state_path = checkpoints / f"{tracker.run_id or key}.pt"
+        state = checkpoint.load_state(state_path) if cfg.training.resume.value == "auto" else None
+        history = checkpoint.restore_training_state(state, model, optimizer, generator) if state else []
+        log.info(
+            f"{cfg.data.name.value}: {len(train)} train / {len(test)} test images on {device}; "
+            f"model {list(cfg.model.hidden)} -> latent {cfg.model.latent}"
+            + (f"; resuming after epoch {len(history)}" if history else "")
+        )
+
+        saver = Checkpointer(model, optimizer, generator, cfg.training, state_path)
+        dynamic = cfg.data.binarize.value == "dynamic"
+        try:
+            history = fit(
+                model, optimizer, train, test, cfg.training, ContinuingSink(tracker, history), dynamic, generator,
+                history, saver,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            saver.save_unsaved()
+            raise
+        # Past training, the optimizer's moments and the last gradients (3x the model's size) only take memory.
+        optimizer.zero_grad(set_to_none=True)
+        del optimizer, saver
+        final = write_outputs(model, train, test, history, JobOutputs(cfg, config, folder, tracker))
+    state_path.unlink(missing_ok=True)
+    return final
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """The job wrapper: a user error goes to the job's log; anything else also leaves its traceback in error.log."""
+    try:
+        return train_job(cfg)
+    except UserError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error(str(error))  # a single run's entry point prints it instead
+        raise
+    except Exception as error:
+        log.error(f"{type(error).__name__}: {error}")
+        folder = Path(cfg.paths.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / names.ERROR_LOG).write_text(traceback.format_exc())
+        raise

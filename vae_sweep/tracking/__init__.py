@@ -1,0 +1,1 @@
+"""MLflow tracking: the store and experiment (store), a job's run (runs), resume decisions (resume), provenance."""

@@ -1,0 +1,118 @@
+"""The MLflow store and experiment: reached or created once, safely under parallel jobs, failing in one message."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vae_sweep import names
+from vae_sweep.errors import UserError
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with one message when a tracking server does not answer (MLflow itself retries for minutes)."""
+    if not is_remote(uri):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise UserError(
+            f"tracking.uri={uri} is unreachable ({reason}). Start the server, fix tracking.uri or "
+            "MLFLOW_TRACKING_URI, or run with tracking.enabled=false."
+        ) from None
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    """The experiment's id, created on first use; safe when another process creates it at the same moment."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the embedded store of the current directory, as jobs launched here use it."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def existing_store(uri: str, hint: str) -> MlflowClient:
+    """A client on a store that must exist already: MlflowClient would create an empty database rather than fail."""
+    check_reachable(uri)
+    database = _sqlite_file(uri)
+    if database is not None and not database.is_file():
+        raise UserError(f"No MLflow store at {uri}; {hint}")
+    return MlflowClient(uri)
+
+
+def _creation_lock(uri: str) -> FileLock | nullcontext:
+    """SQLite stores break when several processes create their tables at once; a lock file beside them serialises it."""
+    database = _sqlite_file(uri)
+    if database is None:
+        return nullcontext()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{database}.lock")
+
+
+def connect(uri: str, experiment: str, artifact_root: str | None) -> tuple[MlflowClient, str]:
+    """A client on the store (created if new) and the experiment id."""
+    check_reachable(uri)
+    with _creation_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        # A tracking server decides where artifacts go (its --artifacts-destination), not each client.
+        return client, ensure_experiment(client, experiment, None if is_remote(uri) else artifact_root)
+
+
+def fail_orphaned_run(tracking_cfg, sweep_id: str, job: int, reason: str) -> str | None:
+    """Mark FAILED the run that a job left RUNNING when it was killed without a chance to end it; its run id.
+
+    The job is found by the tags every run carries (`sweep.id`, `sweep.job`); None when it had not started one.
+    """
+    if not tracking_cfg.enabled:
+        return None
+    client, experiment_id = connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root)
+    query = (
+        f"tags.`{names.TAG_SWEEP_ID}` = '{sweep_id}' and tags.`{names.TAG_SWEEP_JOB}` = '{job}' "
+        "and attributes.status = 'RUNNING'"
+    )
+    runs = client.search_runs([experiment_id], filter_string=query)
+    for run in runs:
+        client.set_tag(run.info.run_id, names.TAG_ERROR, reason)
+        client.set_terminated(run.info.run_id, "FAILED")
+    return runs[0].info.run_id if runs else None
+
+
+@dataclass
+class Store:
+    client: MlflowClient
+    experiment_id: str
+
+
+def open_store(tracking_cfg) -> Store | None:
+    """The configured store and experiment, created if new; None when tracking is off."""
+    if not tracking_cfg.enabled:
+        return None
+    return Store(*connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root))
