@@ -1,3 +1,4 @@
+import copy
 import os
 import socket
 import subprocess
@@ -11,6 +12,9 @@ from typing import Iterator
 
 import numpy as np
 import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -60,6 +64,12 @@ def run_cli(module: str, *args: str, cwd: Path, timeout: int = 600) -> subproces
     )
 
 
+def experiment_runs(uri: str, experiment: str = "vae_sweep", filter_string: str = "") -> tuple[MlflowClient, list[Run]]:
+    """A client on the store and the runs of one of its experiments (matching an MLflow filter, if given)."""
+    client = MlflowClient(uri)
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id], filter_string)
+
+
 def training_settings(**changes) -> SimpleNamespace:
     """The `training` config node that fit() reads, small by default, for tests that call it directly."""
     values = dict(
@@ -99,3 +109,46 @@ def serve_mlflow(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def compose_job(root: Path, *overrides: str) -> DictConfig:
+    """The config `python -m vae_sweep OVERRIDES` would run with, launched from `root`, ready for an in-process job.
+
+    As lightning-hydra-template's tests do: compose with Hydra's own config, fill in what Hydra fills in at launch
+    (its run directory) and make it the current Hydra config.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+
+    from vae_sweep.config import register_configs
+
+    register_configs()
+    with initialize_config_module("vae_sweep.conf", version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    output_dir = root / "outputs" / "in-process"
+    with open_dict(cfg):
+        cfg.hydra.runtime.cwd = str(root)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.run.dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    # What Hydra's run_job writes into a job folder; jobs log it as the run's config.
+    hydra_dir = output_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    task = copy.deepcopy(cfg)
+    with open_dict(task):
+        del task["hydra"]
+    OmegaConf.save(task, hydra_dir / "config.yaml")
+    OmegaConf.save({"hydra": cfg.hydra}, hydra_dir / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
+    return cfg
+
+
+def train_in_process(root: Path, *overrides: str) -> dict[str, float]:
+    """One job as `python -m vae_sweep OVERRIDES` from `root` would train it, but in this process; its final metrics."""
+    from vae_sweep.jobs.task import run
+
+    cfg = compose_job(root, *overrides)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        return run(cfg)

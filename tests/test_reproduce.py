@@ -1,9 +1,8 @@
 import json
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli
+from tests.conftest import experiment_runs, run_cli
 from vae_sweep.analysis.reproduce import compare_finals, compare_histories, provenance_differences
 
 TRAIN = ("model.hidden=[32]", "model.latent=3", "training.epochs=2", "eval.samples=200", "eval.iwae_k=5")
@@ -45,8 +44,7 @@ def finished_job(workdir):
 @pytest.mark.slow
 def test_reproducing_from_the_run_id_gives_identical_histories(workdir, finished_job):
     uri = f"sqlite:///{workdir}/mlflow.db"
-    client = MlflowClient(uri)
-    (original,) = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    client, (original,) = experiment_runs(uri)
     result = run_cli("vae_sweep.reproduce", original.info.run_id, cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MATCH (atol 0)" in result.stdout and "MISMATCH" not in result.stdout

@@ -8,9 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, make_mnist_like, run_cli, training_settings
+from tests.conftest import REPO, experiment_runs, make_mnist_like, run_cli, training_settings
 from vae_sweep.core.data import load
 from vae_sweep.core.model import VAE
 from vae_sweep.core.train import fit
@@ -99,8 +98,7 @@ SWEEP = ("-m", "model.latent=2,3", "training.epochs=8", "eval.enabled=false")
 
 
 def runs_of(workdir):
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    return client, client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    return experiment_runs(f"sqlite:///{workdir}/mlflow.db")
 
 
 def wait_for_checkpoint(workdir, process, timeout=300):

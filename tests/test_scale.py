@@ -10,11 +10,10 @@ from typing import Iterator
 
 import pytest
 from hydra import compose, initialize_config_dir
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests import postgres
-from tests.conftest import REPO, free_port, run_cli, serve_mlflow
+from tests.conftest import REPO, experiment_runs, free_port, run_cli, serve_mlflow
 from tests.test_resume import runs_of, start
 from tests.test_tracking import check_complete_run
 from vae_sweep.config import register_configs
@@ -120,14 +119,9 @@ def sweep(workdir: Path, server: str, experiment: str, *overrides: str) -> subpr
     )  # fmt: skip
 
 
-def sweep_runs(server: str, experiment: str) -> tuple[MlflowClient, list]:
-    client = MlflowClient(server)
-    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-
-
 def check_grid_finished(server: str, experiment: str, artifacts: Path) -> None:
     """Four complete runs, one per grid point, with their artifacts stored by the server."""
-    client, runs = sweep_runs(server, experiment)
+    client, runs = experiment_runs(server, experiment)
     points = sorted((run.data.params["model.latent"], run.data.params["training.epochs"]) for run in runs)
     assert points == [("2", "1"), ("2", "2"), ("3", "1"), ("3", "2")]
     assert sorted(run.data.tags["sweep.job"] for run in runs) == ["0", "1", "2", "3"]
@@ -169,7 +163,7 @@ def test_a_failing_submitit_job_is_failed_and_ends_the_sweep_non_zero(workdir, t
     )  # fmt: skip
     assert result.returncode == 1
     assert "1 of 2 jobs failed" in result.stderr and "Non-finite loss in epoch 1, batch" in result.stderr
-    _, runs = sweep_runs(server, "submitit_failure")
+    _, runs = experiment_runs(server, "submitit_failure")
     status = {run.data.params["optimizer.lr"]: run.info.status for run in runs}
     assert status == {"0.001": "FINISHED", "10000.0": "FAILED"}
     failed = next(run for run in runs if run.info.status == "FAILED")

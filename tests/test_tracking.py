@@ -5,7 +5,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import free_port, make_mnist_like, run_cli, serve_mlflow
+from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli, serve_mlflow, train_in_process
 from vae_sweep import load_model
 from vae_sweep.errors import UserError
 from vae_sweep.tracking.runs import tracked_run
@@ -32,8 +32,7 @@ def tracking_cfg(tmp_path, **changes):
 
 
 def only_run(uri: str, experiment: str = "t"):
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    client, runs = experiment_runs(uri, experiment)
     assert len(runs) == 1
     return client, runs[0]
 
@@ -109,8 +108,7 @@ def test_multirun_leaves_one_complete_run_per_job(workdir):
         "eval.iwae_k=5", cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     assert sorted(run.info.run_name for run in runs) == [
         "latent=2 epochs=2 hidden=[32] samples=200 iwae_k=5",
         "latent=3 epochs=2 hidden=[32] samples=200 iwae_k=5",
@@ -149,8 +147,7 @@ def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     assert len(runs) == 8
     for run in runs:
         check_complete_run(client, run, epochs=1)
@@ -165,8 +162,7 @@ def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "1 of 2 jobs failed" in result.stderr and "fashion_mnist data not found" in result.stderr
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     by_dataset = {run.data.params["data.name"]: run for run in runs}
     assert by_dataset["mnist"].info.status == "FINISHED"
     failed = by_dataset["fashion_mnist"]
@@ -181,8 +177,7 @@ def test_a_non_finite_loss_fails_its_job_with_epoch_and_batch(workdir):
     )  # fmt: skip
     assert result.returncode == 1
     assert "1 of 2 jobs failed" in result.stderr and "Non-finite loss in epoch 1, batch" in result.stderr
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     status = {run.data.params["optimizer.lr"]: run.info.status for run in runs}
     assert status == {"0.001": "FINISHED", "10000.0": "FAILED"}
 
@@ -195,22 +190,24 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.slow
 def test_a_job_tracked_by_a_real_server(workdir, mlflow_server):
-    result = run_cli(
-        "vae_sweep",
-        f"tracking.uri={mlflow_server}",
-        "training.epochs=1",
-        "model.hidden=[32]",
-        "eval.samples=200",
+    train_in_process(
+        workdir, f"tracking.uri={mlflow_server}", "training.epochs=1", "model.hidden=[32]", "eval.samples=200",
         "eval.iwae_k=5",
-        cwd=workdir,
-    )
-    assert result.returncode == 0, result.stderr
+    )  # fmt: skip
     assert not (workdir / "mlflow.db").exists()
-    client = MlflowClient(mlflow_server)
-    runs = client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    client, runs = experiment_runs(mlflow_server)
     assert len(runs) == 1
     check_complete_run(client, runs[0], epochs=1)
     assert runs[0].data.params["model.latent"] == "2"
+
+
+def test_a_job_in_process_is_one_complete_run(workdir):
+    final = train_in_process(workdir, "training.epochs=2", "model.hidden=[16]", "eval.enabled=false")
+    client, (run,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
+    check_complete_run(client, run, epochs=2)
+    assert run.info.run_name == "epochs=2 hidden=[16] enabled=false"
+    assert final["final/test/loss"] == run.data.metrics["final/test/loss"]
+    assert (workdir / "outputs" / "in-process" / "history.csv").is_file()
 
 
 def test_unreachable_tracking_uri_stops_before_training(workdir):

@@ -126,7 +126,7 @@ def fit(
     # Adam's moments for weights that never get a gradient (MNIST's blank border pixels) decay into denormal floats,
     # which the CPU handles through slow microcode: ~0.75x the epoch time once flushed, with bitwise-equal histories.
     # This covers the calling thread and the threads it starts from now on; a job sets it before its intra-op threads
-    # exist (launcher.set_cpu_threads).
+    # exist (vae_sweep.jobs.runtime.set_cpu_threads).
     torch.set_flush_denormal(True)
     generator = generator if generator is not None else torch.Generator().manual_seed(training.seed)
     history = list(history or [])
