@@ -19,6 +19,8 @@ from typing import Callable, Sequence, TypeVar
 import torch
 from torch import nn
 
+from vae_sweep import names
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 MATMUL_SIZE = 2048
@@ -270,12 +272,12 @@ def store_runs(store: Path, details: Callable | None = None) -> list[dict]:
     experiments = [e.experiment_id for e in client.search_experiments()]
     rows = []
     for run in client.search_runs(experiments):
-        history = sorted(client.get_metric_history(run.info.run_id, "epoch_time_s"), key=lambda m: m.step)
+        history = sorted(client.get_metric_history(run.info.run_id, names.EPOCH_TIME), key=lambda m: m.step)
         start, end = run.info.start_time / 1000, (run.info.end_time or 0) / 1000
         last_epoch = max((m.timestamp for m in history), default=0) / 1000
         rows.append(
             {
-                "job": int(run.data.tags.get("sweep.job", 0)),
+                "job": int(run.data.tags.get(names.TAG_SWEEP_JOB, 0)),
                 "latent": int(run.data.params["model.latent"]),
                 "status": run.info.status,
                 "span_s": end - start if end else None,

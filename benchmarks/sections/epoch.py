@@ -27,6 +27,7 @@ from benchmarks.common import (
     spread,
     summary,
 )
+from vae_sweep import names
 
 EXAMPLES_MODEL = MODELS[3][0]
 TARGET = "epoch time of the pytorch/examples shape <= 0.35 x the conventional loop"
@@ -156,7 +157,7 @@ def compare(ctx: Context, hidden, latent, conv_train, conv_test, mm, matmul: lis
         start = time.perf_counter()
         evaluate(ours, test, training.eval_batch_size, training.eval_seed, training.beta)
         test_s = time.perf_counter() - start
-        losses["ours"] = {"train": history[-1]["train/loss"], "test": history[-1]["test/loss"]}
+        losses["ours"] = {"train": history[-1][names.TRAIN_LOSS], "test": history[-1][names.TEST_LOSS]}
         return epoch_s - test_s, test_s
 
     def run_conv() -> tuple[float, float]:

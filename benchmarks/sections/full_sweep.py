@@ -9,13 +9,14 @@ from pathlib import Path
 
 from benchmarks.common import Context, Section, fmt_s, run_process, store_runs, subprocess_env, vae_sweep_command
 from benchmarks.sections.sweep import TARGET, TARGET_S, seed_study
+from vae_sweep import names
 
 
 def artifacts(client, run) -> dict:
     """What a finished job leaves besides its epochs: its figures and its end-of-run quality metrics."""
     return {
-        "figures": sorted(a.path for a in client.list_artifacts(run.info.run_id, "figures")),
-        "quality_metrics": sorted(k for k in run.data.metrics if k.startswith("quality/")),
+        "figures": sorted(a.path for a in client.list_artifacts(run.info.run_id, names.ARTIFACT_FIGURES)),
+        "quality_metrics": sorted(k for k in run.data.metrics if k.startswith(names.QUALITY)),
     }
 
 
@@ -38,7 +39,7 @@ def one_full_sweep(ctx: Context, folder: Path, classifiers: Path, label: str) ->
     result["complete"] = (
         result["returncode"] == 0
         and len(runs) == len(seed_study())
-        and all(r["status"] == "FINISHED" and r["figures"] and "quality/fid" in r["quality_metrics"] for r in runs)
+        and all(r["status"] == "FINISHED" and r["figures"] and names.Q_FID in r["quality_metrics"] for r in runs)
     )
     print(f"  full sweep, {label}: {result['wall_s'] / 60:.1f} min (exit {result['returncode']})", flush=True)
     return result
