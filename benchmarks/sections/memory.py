@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from benchmarks.common import Context, Section, fmt_s, run_process, store_runs, subprocess_env, vae_sweep_command
 
 TARGET = "peak resident memory of one training job <= 1.2 GB"
@@ -84,7 +82,8 @@ def render(memory: dict, results: dict) -> list[str]:
         out.append(
             "For scale, a bare `python -c` with only the imports peaks at: "
             + ", ".join(f"`{label}` {(value or 0) / 1e9:.2f} GB" for label, value in imports.items())
-            + f" (torch {torch.__version__}; a CUDA build loads its CUDA libraries even on a CPU-only machine)."
+            + f" (torch {results['machine']['torch']}; a CUDA build loads its CUDA libraries even on a CPU-only "
+            "machine)."
         )
     if memory.get("eval_cost_s") is not None:
         out.append("")
