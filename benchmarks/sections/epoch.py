@@ -222,13 +222,13 @@ def render(epoch: dict, results: dict) -> list[str]:
         "",
         "One epoch = one pass over the 60 000 training images (batch 128, Adam lr 1e-3) + the whole 10 000-image "
         "test set. *vae_sweep*: `train_epoch` + `evaluate` (eval batch 2000) on the in-memory tensors of "
-        "`vae_sweep.data.load`. *conventional*: pytorch/examples' vae/main.py loop on the same VAE module: "
+        "`vae_sweep.core.data.load`. *conventional*: pytorch/examples' vae/main.py loop on the same VAE module: "
         "`torchvision.datasets.MNIST` + `ToTensor()` through `DataLoader(shuffle=True, batch_size=128, "
         "num_workers=0)`, `F.binary_cross_entropy(sigmoid(logits), x, reduction='sum')` + KL, `loss.item()` "
         "per batch, and a test DataLoader (batch 128). Images/s counts training images over the training part.",
         "",
         "vae_sweep's epochs run through its `fit()` (one epoch per call, `NullTracker`), with the optimizer "
-        "`vae_sweep.optim.build_optimizer` makes from conf/optimizer/adam.yaml, so process settings that `fit` "
+        "`vae_sweep.core.optim.build_optimizer` makes from conf/optimizer/adam.yaml, so process settings that `fit` "
         "makes are included; the conventional loop runs with the process defaults, as its own script would. "
         "Here: "
         + "; ".join(
