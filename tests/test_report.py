@@ -12,7 +12,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
-from vae_sweep.analysis.report import cli as report
+from vae_sweep import names
+from vae_sweep.analysis.report import cli, document, findings, select, table
 from vae_sweep.report import main as report_command
 
 matplotlib.use("Agg")
@@ -123,9 +124,9 @@ def store(tmp_path_factory):
 
 
 def selected(store, sweep=None, filter_string=None, every_run=False) -> pd.DataFrame:
-    client, experiment = report.open_experiment(store.uri, EXPERIMENT)
-    selection = report.choose_selection(client, experiment.experiment_id, sweep, filter_string, every_run)
-    return report.runs_table(report.search(store.uri, experiment.experiment_id, selection))
+    client, experiment = select.open_experiment(store.uri, EXPERIMENT)
+    selection = select.choose_selection(client, experiment.experiment_id, sweep, filter_string, every_run)
+    return table.runs_table(select.search(store.uri, experiment.experiment_id, selection))
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def runs(store) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def points(runs) -> pd.DataFrame:
-    return report.aggregate(report.finished(runs), ["model.latent", "training.epochs"])
+    return table.aggregate(table.finished(runs), ["model.latent", "training.epochs"])
 
 
 def test_the_default_selection_is_the_latest_sweep_one_typed_row_per_run(runs, store):
@@ -149,7 +150,7 @@ def test_the_default_selection_is_the_latest_sweep_one_typed_row_per_run(runs, s
     assert runs["model.hidden"].tolist() == ["[32]"] * 8
     failed = runs[runs["status"] == "FAILED"]
     assert failed["run_id"].tolist() == [store.failed] and failed["error"].tolist() == [FAILURE]
-    assert runs.loc[runs["status"] == "FINISHED", "wall_time_s"].tolist() == [60.0] * 7
+    assert runs.loc[runs["status"] == "FINISHED", table.TIME.column].tolist() == [60.0] * 7
 
 
 def test_selection_by_sweep_folder_filter_or_all(store, monkeypatch):
@@ -161,7 +162,7 @@ def test_selection_by_sweep_folder_filter_or_all(store, monkeypatch):
 
 
 def test_swept_params_leave_out_seeds_and_paths(runs):
-    assert report.swept_params(report.finished(runs)) == ["model.latent", "training.epochs"]
+    assert table.swept_params(table.finished(runs)) == ["model.latent", "training.epochs"]
 
 
 def test_aggregates_average_seeds_and_leave_out_the_failed_run(points, store):
@@ -174,7 +175,7 @@ def test_aggregates_average_seeds_and_leave_out_the_failed_run(points, store):
 
 
 def test_saturation_is_found_per_epoch_budget(points):
-    saturation = report.saturation_by_group(points, "model.latent", ["training.epochs"])
+    saturation = findings.saturation_by_group(points, "model.latent", ["training.epochs"])
     assert saturation == {"epochs=5": None, "epochs=10": 10}
 
 
@@ -191,25 +192,25 @@ def test_saturation_is_found_per_epoch_budget(points):
 )
 def test_find_saturation(sizes, losses, threshold, expected):
     frame = pd.DataFrame({"latent": sizes, "loss": losses})
-    assert report.find_saturation(frame, "latent", "loss", threshold) == expected
+    assert findings.find_saturation(frame, "latent", "loss", threshold) == expected
 
 
 def test_best_settings_and_latent_usage(points):
-    best = report.best_setting(points, "final/test/loss")
+    best = findings.best_setting(points, "final/test/loss")
     assert (best["model.latent"], best["training.epochs"]) == (50, 10)
-    best_fid = report.best_setting(points, "quality/fid")
+    best_fid = findings.best_setting(points, "quality/fid")
     assert (best_fid["model.latent"], best_fid["training.epochs"]) == (10, 10)
-    best_inception = report.best_setting(points, "quality/inception_score", lower_is_better=False)
+    best_inception = findings.best_setting(points, "quality/inception_score", lower_is_better=False)
     assert best_inception["quality/inception_score"] == 8.5
-    assert report.best_setting(points, "quality/no_such_metric") is None
-    assert report.active_units_by_latent(points, ["training.epochs"]) == {
+    assert findings.best_setting(points, "quality/no_such_metric") is None
+    assert findings.active_units_by_latent(points, ["training.epochs"]) == {
         "epochs=5": {2: 2.0, 10: 7.0, 50: 9.0},
         "epochs=10": {2: 2.0, 10: 8.0, 50: 12.0},
     }
 
 
 def test_findings_state_the_numbers(points):
-    lines = report.findings(points, "model.latent", ["training.epochs"])
+    lines = findings.findings(points, "model.latent", ["training.epochs"])
     text = "\n".join(lines)
     assert "Lowest test loss: 109.50 at latent=50, epochs=10 (1 run)" in text
     assert "Lowest IWAE NLL: 105.50 at latent=50, epochs=10" in text
@@ -221,15 +222,16 @@ def test_findings_state_the_numbers(points):
 
 
 def test_learning_curves_of_many_runs_show_one_run_per_setting(store, runs, points, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "CURVE_RUN_LIMIT", 6)
-    done = report.finished(runs)
-    section = report.figures_section(store.client, done, points, "model.latent", ["training.epochs"], tmp_path)
-    captions = [block.caption for block in section.blocks]
+    monkeypatch.setattr(cli, "CURVE_RUN_LIMIT", 6)
+    done = table.finished(runs)
+    drawn, which = cli.draw_figures(store.client, done, points, "model.latent", ["training.epochs"], tmp_path)
+    assert all((tmp_path / path).stat().st_size > 0 for path in drawn.values())
+    captions = [block.caption for block in document.figures_section(points, "model.latent", drawn, which).blocks]
     assert "Learning curves of one run per setting (its lowest seed) of 7: train dashed, test solid." in captions
 
 
 class ReportPage(HTMLParser):
-    """The <img> sources, external references and the rows of each table, by class."""
+    """The <img> sources, references to other files and the rows of each table, by class."""
 
     def __init__(self):
         super().__init__()
@@ -240,7 +242,7 @@ class ReportPage(HTMLParser):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append(attrs["src"])
-        if tag in ("link", "script") or (tag != "img" and "src" in attrs):
+        if tag == "link" or (tag != "img" and "src" in attrs):
             self.links.append(tag)
         if tag == "table":
             self.table = attrs.get("class")
@@ -262,16 +264,17 @@ def test_the_report_folder_run_and_html(store, tmp_path, capsys):
     assert report_command(["--tracking-uri", store.uri, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[-1] == str(out) and "Lowest test loss: 109.50" in printed
-    figures = ["quality_vs_x.png", "active_units.png", "learning_curves.png", "rate_distortion.png"]
-    for name in ["report.html", "report.md", "runs.csv", *figures]:
+    figures = [names.FIG_QUALITY_VS_X, names.FIG_ACTIVE_UNITS, names.FIG_LEARNING_CURVES, names.FIG_RATE_DISTORTION]
+    files = [names.REPORT_HTML, names.REPORT_MD, names.REPORT_RUNS]
+    for name in [*files, *figures]:
         assert (out / name).stat().st_size > 0, name
 
-    with open(out / "runs.csv") as handle:
+    with open(out / names.REPORT_RUNS) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and sorted(row["status"] for row in rows) == ["FAILED"] + ["FINISHED"] * 7
 
     page = ReportPage()
-    page.feed((out / "report.html").read_text())
+    page.feed((out / names.REPORT_HTML).read_text())
     # 4 figures; 6 settings with reconstructions and samples, the two at latent 2 with scatter and manifold too.
     assert len(page.images) == 4 + 6 * 2 + 2 * 2
     assert all(src.startswith("data:image/png;base64,") for src in page.images) and not page.links
@@ -279,22 +282,24 @@ def test_the_report_folder_run_and_html(store, tmp_path, capsys):
     assert FAILURE in page.cells["unfinished"] and store.failed in page.cells["unfinished"]
     assert "150.00 ± 1.41" in page.cells["results"] and "—" in page.cells["results"]
     assert "FID (real data: 1.50)" in page.cells["results"]
+    # The fixture's jobs logged no training time: the column says it holds each run's duration.
+    assert "run duration (s)" in page.cells["results"]
 
-    markdown = (out / "report.md").read_text()
+    markdown = (out / names.REPORT_MD).read_text()
     assert "![" in markdown and "## Findings" in markdown and FAILURE in markdown
 
     client = MlflowClient(store.uri)
-    reports = client.search_runs([client.get_experiment_by_name("vae_sweep-reports").experiment_id])
+    reports = client.search_runs([client.get_experiment_by_name(names.reports_experiment(EXPERIMENT)).experiment_id])
     assert len(reports) == 1 and reports[0].info.status == "FINISHED"
     assert reports[0].data.params["selection"] == f"sweep {store.sweep}"
     logged = {artifact.path for artifact in client.list_artifacts(reports[0].info.run_id)}
-    assert {"report.html", "report.md", "runs.csv", *figures} <= logged
+    assert {*files, *figures} <= logged
     assert reports[0].info.artifact_uri.startswith((store.root / "mlruns").as_uri())
 
 
 def report_runs(uri: str) -> int:
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("vae_sweep-reports")
+    experiment = client.get_experiment_by_name(names.reports_experiment(EXPERIMENT))
     return 0 if experiment is None else len(client.search_runs([experiment.experiment_id]))
 
 
@@ -306,7 +311,7 @@ def test_no_log_leaves_the_reports_experiment_alone(store, tmp_path):
         == 0
     )
     assert report_runs(store.uri) == before
-    assert len(pd.read_csv(out / "runs.csv")) == 9 and (out / "report.html").is_file()
+    assert len(pd.read_csv(out / names.REPORT_RUNS)) == 9 and (out / names.REPORT_HTML).is_file()
 
 
 @pytest.mark.parametrize(
@@ -345,13 +350,13 @@ def test_the_bare_command_reports_the_sweep_just_run(workdir):
     result = run_cli("vae_sweep.report", cwd=workdir)
     assert result.returncode == 0, result.stderr
     folder = Path(result.stdout.splitlines()[-1])
-    assert folder.parent == workdir / "reports" and (folder / "report.html").is_file()
-    runs = pd.read_csv(folder / "runs.csv")
+    assert folder.parent == workdir / "reports" and (folder / names.REPORT_HTML).is_file()
+    runs = pd.read_csv(folder / names.REPORT_RUNS)
     assert sorted(runs["model.latent"]) == [2, 3] and set(runs["status"]) == {"FINISHED"}
 
 
 def test_reporting_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with report.tracking_uri(f"sqlite:///{tmp_path}/x.db"):
+    with select.tracking_uri(f"sqlite:///{tmp_path}/x.db"):
         assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/x.db"
     assert "MLFLOW_TRACKING_URI" not in os.environ
