@@ -1,7 +1,11 @@
 import csv
 import math
 import os
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -165,6 +169,39 @@ def test_swept_params_leave_out_seeds_and_paths(runs):
     assert table.swept_params(table.finished(runs)) == ["model.latent", "training.epochs"]
 
 
+def test_only_params_that_define_the_result_are_swept():
+    """The config's NOT_RESULT list decides: checkpointing and threads vary without making a new setting."""
+    runs = pd.DataFrame(
+        {
+            "model.latent": [2, 2, 10, 10],
+            "training.seed": [0, 1, 0, 1],
+            "training.checkpoint_every": [1, 5, 1, 5],
+            "training.threads": [1, 2, 3, 4],
+            "final/test/loss": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    assert table.swept_params(runs) == ["model.latent"]
+
+
+def test_time_is_the_training_time_where_logged_else_the_run_duration():
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    raw = pd.DataFrame(
+        {
+            "run_id": ["logged", "not logged"],
+            "status": ["FINISHED", "FINISHED"],
+            "start_time": [start, start],
+            "end_time": [start + pd.Timedelta(seconds=90)] * 2,
+            "params.model.latent": ["2", "2"],
+            f"metrics.{names.TRAIN_TIME}": [42.0, None],
+        }
+    )
+    runs = table.runs_table(raw)
+    assert runs[table.TIME.column].tolist() == [42.0, 90.0]
+    assert table.time_source(runs) == "training time (run duration where not logged)"
+    assert table.time_source(runs.iloc[:1]) == "training time"
+    assert table.time_source(runs.drop(columns=names.TRAIN_TIME)) == "run duration"
+
+
 def test_aggregates_average_seeds_and_leave_out_the_failed_run(points, store):
     assert len(points) == 6 and 200 not in points["model.latent"].tolist()
     two_seeds = points[(points["model.latent"] == 2) & (points["training.epochs"] == 10)].iloc[0]
@@ -295,6 +332,107 @@ def test_the_report_folder_run_and_html(store, tmp_path, capsys):
     logged = {artifact.path for artifact in client.list_artifacts(reports[0].info.run_id)}
     assert {*files, *figures} <= logged
     assert reports[0].info.artifact_uri.startswith((store.root / "mlruns").as_uri())
+
+
+@pytest.fixture(scope="module")
+def html_report(store, tmp_path_factory) -> Path:
+    """report.html of the fixture's sweep, not logged."""
+    out = tmp_path_factory.mktemp("html") / "report"
+    assert report_command(["--tracking-uri", store.uri, "--out", str(out), "--no-log"]) == 0
+    return out / names.REPORT_HTML
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class PageStructure(HTMLParser):
+    """Each <table> and <img> with the chain of elements around it, the <meta> tags, <style> and <script> text."""
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.tables, self.images, self.metas, self.styles, self.scripts = [], [], [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        around = list(self.open)
+        if tag == "table":
+            self.tables.append(around)
+        if tag == "img":
+            self.images.append((attrs, around))
+        if tag == "meta":
+            self.metas.append(attrs)
+        if tag not in VOID:
+            self.open.append((tag, attrs))
+
+    def handle_data(self, data):
+        if self.open and self.open[-1][0] == "style":
+            self.styles.append(data)
+        if self.open and self.open[-1][0] == "script":
+            self.scripts.append(data)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1][0] == tag, f"</{tag}> closes {self.open[-1:]}"
+        self.open.pop()
+
+
+def has_class(element: tuple[str, dict], tag: str, name: str) -> bool:
+    return element[0] == tag and name in (element[1].get("class") or "").split()
+
+
+def test_the_html_scrolls_tables_zooms_images_and_inlines_its_stylesheet(html_report):
+    page = PageStructure()
+    page.feed(html_report.read_text())
+    page.close()
+    assert page.open == []
+    assert len(page.tables) == 3
+    assert all(any(has_class(element, "div", "scroll") for element in around) for around in page.tables)
+    assert len(page.images) == 4 + 6 * 2 + 2 * 2
+    for attrs, around in page.images:
+        assert attrs.get("alt", "").strip(), attrs.get("alt")
+        assert has_class(around[-1], "button", "zoom"), around[-1]
+    # The overlay shows the clicked picture's own source: no picture is in the page twice.
+    assert html_report.read_text().count("data:image/png;base64,") == len(page.images)
+    assert any("button.zoom" in script and "overlay" in script for script in page.scripts)
+    assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in page.metas
+    stylesheet = (resources.files("vae_sweep.analysis.report") / "templates" / "style.css").read_text()
+    assert len(page.styles) == 1 and page.styles[0].strip() == stylesheet.strip()
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# Appended to a copy of the report: once the pictures are laid out, the page's width against the window's, and
+# whether clicking the first picture opens it full size.
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", () => {
+  const root = document.documentElement, opener = document.querySelector("button.zoom");
+  document.body.dataset.scrollWidth = root.scrollWidth;
+  document.body.dataset.clientWidth = root.clientWidth;
+  opener.click();
+  const overlay = document.querySelector(".overlay"), shown = overlay.querySelector("img");
+  document.body.dataset.zoomed = !overlay.hidden && shown.src === opener.querySelector("img").src;
+});
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(chromium() is None, reason="no chromium or chromium-browser binary")
+@pytest.mark.parametrize("width", [800, 1440])
+def test_the_html_fits_the_window_in_headless_chromium(html_report, tmp_path, width):
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_report.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},1000",
+         "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    measured = dict(re.findall(r'data-(scroll-width|client-width|zoomed)="([^"]*)"', dom))
+    assert measured.keys() == {"scroll-width", "client-width", "zoomed"}, dom[-500:]
+    client_width = int(measured["client-width"])
+    assert width - 30 <= client_width <= width  # the window was as wide as asked, less a scroll bar
+    assert int(measured["scroll-width"]) <= client_width
+    assert measured["zoomed"] == "true"
 
 
 def report_runs(uri: str) -> int:
