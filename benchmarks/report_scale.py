@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vae_sweep import names  # noqa: E402
 from vae_sweep.config import Config, flatten  # noqa: E402
 from vae_sweep.tracking.runs import BATCH_LIMIT  # noqa: E402
 
@@ -40,19 +41,9 @@ EPOCHS = (10, 20, 50, 100, 200)
 SEEDS = range(10)
 HISTORY_EPOCHS = 10
 TARGET_S = 30.0
-EPOCH_KEYS = (
-    "train/recon",
-    "train/kl",
-    "train/loss",
-    "test/recon",
-    "test/kl",
-    "test/loss",
-    "kl_weight",
-    "epoch_time_s",
-)
 # name -> figure size in inches, as vae_sweep.evaluation.figures draws them.
-FIGURES = {"reconstructions.png": (11, 3), "samples.png": (7, 7.5), "latent_scatter.png": (8, 6.5)}
-FIGURES_2D = {**FIGURES, "manifold.png": (9, 9)}
+FIGURES = {names.FIG_RECONSTRUCTIONS: (11, 3), names.FIG_SAMPLES: (7, 7.5), names.FIG_LATENT_SCATTER: (8, 6.5)}
+FIGURES_2D = {**FIGURES, names.FIG_MANIFOLD: (9, 9)}
 
 
 def draw_figures(folder: Path, sizes: dict[str, tuple[float, float]]) -> Path:
@@ -87,13 +78,14 @@ def metrics_of(latent: int, epochs: int, seed: int) -> list[Metric]:
     metrics = []
     for step in range(1, HISTORY_EPOCHS + 1):
         loss = final_loss + 3 * (HISTORY_EPOCHS - step)
-        values = dict(zip(EPOCH_KEYS, (loss - 2 - kl, kl, loss - 2, loss - kl, kl, loss, 1.0, 1.5), strict=True))
+        per_epoch = (loss - 2 - kl, kl, loss - 2, loss - kl, kl, loss, 1.0, 1.5)
+        values = dict(zip(names.EPOCH_METRICS, per_epoch, strict=True))
         metrics += [Metric(key, value, 0, step) for key, value in values.items()]
-    final = {f"final/{key}": value for key, value in values.items() if "/" in key}
-    final.update({"quality/iwae_nll": final_loss - 3, "quality/iwae_k": 100, "quality/train_test_gap": 2.0})
-    final.update({"quality/active_units": min(latent, 14), "quality/fid": 20 / math.sqrt(latent) + 5})
-    final.update({"quality/inception_score": 9 - 3 / math.sqrt(latent), "quality/fid_reference": 1.2})
-    final.update({"quality/inception_score_reference": 9.7, "quality/wall_time_s": 60.0 * epochs})
+    final = {names.final(key): value for key, value in values.items() if "/" in key}
+    final.update({names.Q_IWAE_NLL: final_loss - 3, names.Q_IWAE_K: 100, names.Q_GAP: 2.0})
+    final.update({names.Q_ACTIVE_UNITS: min(latent, 14), names.Q_FID: 20 / math.sqrt(latent) + 5})
+    final.update({names.Q_IS: 9 - 3 / math.sqrt(latent), names.Q_FID_REFERENCE: 1.2})
+    final.update({names.Q_IS_REFERENCE: 9.7, names.TRAIN_TIME: 60.0 * epochs})
     return metrics + [Metric(key, value, 0, HISTORY_EPOCHS) for key, value in final.items()]
 
 
@@ -105,14 +97,14 @@ def seed_store(root: Path) -> str:
     figures = {False: draw_figures(root / "figures", FIGURES), True: draw_figures(root / "figures-2d", FIGURES_2D)}
     sweep = str(root / "multirun" / "2026-01-01" / "00-00-00")
     for job, (latent, epochs, seed) in enumerate(itertools.product(LATENTS, EPOCHS, SEEDS)):
-        tags = {"sweep.id": sweep, "sweep.job": str(job)}
+        tags = {names.TAG_SWEEP_ID: sweep, names.TAG_SWEEP_JOB: str(job)}
         name = f"latent={latent} epochs={epochs} seed={seed}"
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         params = config_params(latent, epochs, seed, root, job)
         for start in range(0, len(params), BATCH_LIMIT):
             client.log_batch(run_id, params=params[start : start + BATCH_LIMIT])
         client.log_batch(run_id, metrics=metrics_of(latent, epochs, seed))
-        client.log_artifacts(run_id, str(figures[latent == 2]), "figures")
+        client.log_artifacts(run_id, str(figures[latent == 2]), names.ARTIFACT_FIGURES)
         client.set_terminated(run_id)
     return uri
 

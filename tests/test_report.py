@@ -1,7 +1,11 @@
 import csv
 import math
 import os
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +16,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
-from vae_sweep.analysis.report import cli as report
+from vae_sweep import names
+from vae_sweep.analysis.report import cli, document, findings, select, table
 from vae_sweep.report import main as report_command
 
 matplotlib.use("Agg")
@@ -123,9 +128,9 @@ def store(tmp_path_factory):
 
 
 def selected(store, sweep=None, filter_string=None, every_run=False) -> pd.DataFrame:
-    client, experiment = report.open_experiment(store.uri, EXPERIMENT)
-    selection = report.choose_selection(client, experiment.experiment_id, sweep, filter_string, every_run)
-    return report.runs_table(report.search(store.uri, experiment.experiment_id, selection))
+    client, experiment = select.open_experiment(store.uri, EXPERIMENT)
+    selection = select.choose_selection(client, experiment.experiment_id, sweep, filter_string, every_run)
+    return table.runs_table(select.search(store.uri, experiment.experiment_id, selection))
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +140,7 @@ def runs(store) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def points(runs) -> pd.DataFrame:
-    return report.aggregate(report.finished(runs), ["model.latent", "training.epochs"])
+    return table.aggregate(table.finished(runs), ["model.latent", "training.epochs"])
 
 
 def test_the_default_selection_is_the_latest_sweep_one_typed_row_per_run(runs, store):
@@ -149,7 +154,7 @@ def test_the_default_selection_is_the_latest_sweep_one_typed_row_per_run(runs, s
     assert runs["model.hidden"].tolist() == ["[32]"] * 8
     failed = runs[runs["status"] == "FAILED"]
     assert failed["run_id"].tolist() == [store.failed] and failed["error"].tolist() == [FAILURE]
-    assert runs.loc[runs["status"] == "FINISHED", "wall_time_s"].tolist() == [60.0] * 7
+    assert runs.loc[runs["status"] == "FINISHED", table.TIME.column].tolist() == [60.0] * 7
 
 
 def test_selection_by_sweep_folder_filter_or_all(store, monkeypatch):
@@ -161,7 +166,40 @@ def test_selection_by_sweep_folder_filter_or_all(store, monkeypatch):
 
 
 def test_swept_params_leave_out_seeds_and_paths(runs):
-    assert report.swept_params(report.finished(runs)) == ["model.latent", "training.epochs"]
+    assert table.swept_params(table.finished(runs)) == ["model.latent", "training.epochs"]
+
+
+def test_only_params_that_define_the_result_are_swept():
+    """The config's NOT_RESULT list decides: checkpointing and threads vary without making a new setting."""
+    runs = pd.DataFrame(
+        {
+            "model.latent": [2, 2, 10, 10],
+            "training.seed": [0, 1, 0, 1],
+            "training.checkpoint_every": [1, 5, 1, 5],
+            "training.threads": [1, 2, 3, 4],
+            "final/test/loss": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    assert table.swept_params(runs) == ["model.latent"]
+
+
+def test_time_is_the_training_time_where_logged_else_the_run_duration():
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    raw = pd.DataFrame(
+        {
+            "run_id": ["logged", "not logged"],
+            "status": ["FINISHED", "FINISHED"],
+            "start_time": [start, start],
+            "end_time": [start + pd.Timedelta(seconds=90)] * 2,
+            "params.model.latent": ["2", "2"],
+            f"metrics.{names.TRAIN_TIME}": [42.0, None],
+        }
+    )
+    runs = table.runs_table(raw)
+    assert runs[table.TIME.column].tolist() == [42.0, 90.0]
+    assert table.time_source(runs) == "training time (run duration where not logged)"
+    assert table.time_source(runs.iloc[:1]) == "training time"
+    assert table.time_source(runs.drop(columns=names.TRAIN_TIME)) == "run duration"
 
 
 def test_aggregates_average_seeds_and_leave_out_the_failed_run(points, store):
@@ -174,7 +212,7 @@ def test_aggregates_average_seeds_and_leave_out_the_failed_run(points, store):
 
 
 def test_saturation_is_found_per_epoch_budget(points):
-    saturation = report.saturation_by_group(points, "model.latent", ["training.epochs"])
+    saturation = findings.saturation_by_group(points, "model.latent", ["training.epochs"])
     assert saturation == {"epochs=5": None, "epochs=10": 10}
 
 
@@ -191,25 +229,25 @@ def test_saturation_is_found_per_epoch_budget(points):
 )
 def test_find_saturation(sizes, losses, threshold, expected):
     frame = pd.DataFrame({"latent": sizes, "loss": losses})
-    assert report.find_saturation(frame, "latent", "loss", threshold) == expected
+    assert findings.find_saturation(frame, "latent", "loss", threshold) == expected
 
 
 def test_best_settings_and_latent_usage(points):
-    best = report.best_setting(points, "final/test/loss")
+    best = findings.best_setting(points, "final/test/loss")
     assert (best["model.latent"], best["training.epochs"]) == (50, 10)
-    best_fid = report.best_setting(points, "quality/fid")
+    best_fid = findings.best_setting(points, "quality/fid")
     assert (best_fid["model.latent"], best_fid["training.epochs"]) == (10, 10)
-    best_inception = report.best_setting(points, "quality/inception_score", lower_is_better=False)
+    best_inception = findings.best_setting(points, "quality/inception_score", lower_is_better=False)
     assert best_inception["quality/inception_score"] == 8.5
-    assert report.best_setting(points, "quality/no_such_metric") is None
-    assert report.active_units_by_latent(points, ["training.epochs"]) == {
+    assert findings.best_setting(points, "quality/no_such_metric") is None
+    assert findings.active_units_by_latent(points, ["training.epochs"]) == {
         "epochs=5": {2: 2.0, 10: 7.0, 50: 9.0},
         "epochs=10": {2: 2.0, 10: 8.0, 50: 12.0},
     }
 
 
 def test_findings_state_the_numbers(points):
-    lines = report.findings(points, "model.latent", ["training.epochs"])
+    lines = findings.findings(points, "model.latent", ["training.epochs"])
     text = "\n".join(lines)
     assert "Lowest test loss: 109.50 at latent=50, epochs=10 (1 run)" in text
     assert "Lowest IWAE NLL: 105.50 at latent=50, epochs=10" in text
@@ -221,15 +259,16 @@ def test_findings_state_the_numbers(points):
 
 
 def test_learning_curves_of_many_runs_show_one_run_per_setting(store, runs, points, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "CURVE_RUN_LIMIT", 6)
-    done = report.finished(runs)
-    section = report.figures_section(store.client, done, points, "model.latent", ["training.epochs"], tmp_path)
-    captions = [block.caption for block in section.blocks]
+    monkeypatch.setattr(cli, "CURVE_RUN_LIMIT", 6)
+    done = table.finished(runs)
+    drawn, which = cli.draw_figures(store.client, done, points, "model.latent", ["training.epochs"], tmp_path)
+    assert all((tmp_path / path).stat().st_size > 0 for path in drawn.values())
+    captions = [block.caption for block in document.figures_section(points, "model.latent", drawn, which).blocks]
     assert "Learning curves of one run per setting (its lowest seed) of 7: train dashed, test solid." in captions
 
 
 class ReportPage(HTMLParser):
-    """The <img> sources, external references and the rows of each table, by class."""
+    """The <img> sources, references to other files and the rows of each table, by class."""
 
     def __init__(self):
         super().__init__()
@@ -240,7 +279,7 @@ class ReportPage(HTMLParser):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append(attrs["src"])
-        if tag in ("link", "script") or (tag != "img" and "src" in attrs):
+        if tag == "link" or (tag != "img" and "src" in attrs):
             self.links.append(tag)
         if tag == "table":
             self.table = attrs.get("class")
@@ -262,16 +301,17 @@ def test_the_report_folder_run_and_html(store, tmp_path, capsys):
     assert report_command(["--tracking-uri", store.uri, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.splitlines()[-1] == str(out) and "Lowest test loss: 109.50" in printed
-    figures = ["quality_vs_x.png", "active_units.png", "learning_curves.png", "rate_distortion.png"]
-    for name in ["report.html", "report.md", "runs.csv", *figures]:
+    figures = [names.FIG_QUALITY_VS_X, names.FIG_ACTIVE_UNITS, names.FIG_LEARNING_CURVES, names.FIG_RATE_DISTORTION]
+    files = [names.REPORT_HTML, names.REPORT_MD, names.REPORT_RUNS]
+    for name in [*files, *figures]:
         assert (out / name).stat().st_size > 0, name
 
-    with open(out / "runs.csv") as handle:
+    with open(out / names.REPORT_RUNS) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and sorted(row["status"] for row in rows) == ["FAILED"] + ["FINISHED"] * 7
 
     page = ReportPage()
-    page.feed((out / "report.html").read_text())
+    page.feed((out / names.REPORT_HTML).read_text())
     # 4 figures; 6 settings with reconstructions and samples, the two at latent 2 with scatter and manifold too.
     assert len(page.images) == 4 + 6 * 2 + 2 * 2
     assert all(src.startswith("data:image/png;base64,") for src in page.images) and not page.links
@@ -279,22 +319,125 @@ def test_the_report_folder_run_and_html(store, tmp_path, capsys):
     assert FAILURE in page.cells["unfinished"] and store.failed in page.cells["unfinished"]
     assert "150.00 ± 1.41" in page.cells["results"] and "—" in page.cells["results"]
     assert "FID (real data: 1.50)" in page.cells["results"]
+    # The fixture's jobs logged no training time: the column says it holds each run's duration.
+    assert "run duration (s)" in page.cells["results"]
 
-    markdown = (out / "report.md").read_text()
+    markdown = (out / names.REPORT_MD).read_text()
     assert "![" in markdown and "## Findings" in markdown and FAILURE in markdown
 
     client = MlflowClient(store.uri)
-    reports = client.search_runs([client.get_experiment_by_name("vae_sweep-reports").experiment_id])
+    reports = client.search_runs([client.get_experiment_by_name(names.reports_experiment(EXPERIMENT)).experiment_id])
     assert len(reports) == 1 and reports[0].info.status == "FINISHED"
     assert reports[0].data.params["selection"] == f"sweep {store.sweep}"
     logged = {artifact.path for artifact in client.list_artifacts(reports[0].info.run_id)}
-    assert {"report.html", "report.md", "runs.csv", *figures} <= logged
+    assert {*files, *figures} <= logged
     assert reports[0].info.artifact_uri.startswith((store.root / "mlruns").as_uri())
+
+
+@pytest.fixture(scope="module")
+def html_report(store, tmp_path_factory) -> Path:
+    """report.html of the fixture's sweep, not logged."""
+    out = tmp_path_factory.mktemp("html") / "report"
+    assert report_command(["--tracking-uri", store.uri, "--out", str(out), "--no-log"]) == 0
+    return out / names.REPORT_HTML
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class PageStructure(HTMLParser):
+    """Each <table> and <img> with the chain of elements around it, the <meta> tags, <style> and <script> text."""
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.tables, self.images, self.metas, self.styles, self.scripts = [], [], [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        around = list(self.open)
+        if tag == "table":
+            self.tables.append(around)
+        if tag == "img":
+            self.images.append((attrs, around))
+        if tag == "meta":
+            self.metas.append(attrs)
+        if tag not in VOID:
+            self.open.append((tag, attrs))
+
+    def handle_data(self, data):
+        if self.open and self.open[-1][0] == "style":
+            self.styles.append(data)
+        if self.open and self.open[-1][0] == "script":
+            self.scripts.append(data)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1][0] == tag, f"</{tag}> closes {self.open[-1:]}"
+        self.open.pop()
+
+
+def has_class(element: tuple[str, dict], tag: str, name: str) -> bool:
+    return element[0] == tag and name in (element[1].get("class") or "").split()
+
+
+def test_the_html_scrolls_tables_zooms_images_and_inlines_its_stylesheet(html_report):
+    page = PageStructure()
+    page.feed(html_report.read_text())
+    page.close()
+    assert page.open == []
+    assert len(page.tables) == 3
+    assert all(any(has_class(element, "div", "scroll") for element in around) for around in page.tables)
+    assert len(page.images) == 4 + 6 * 2 + 2 * 2
+    for attrs, around in page.images:
+        assert attrs.get("alt", "").strip(), attrs.get("alt")
+        assert has_class(around[-1], "button", "zoom"), around[-1]
+    # The overlay shows the clicked picture's own source: no picture is in the page twice.
+    assert html_report.read_text().count("data:image/png;base64,") == len(page.images)
+    assert any("button.zoom" in script and "overlay" in script for script in page.scripts)
+    assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in page.metas
+    stylesheet = (resources.files("vae_sweep.analysis.report") / "templates" / "style.css").read_text()
+    assert len(page.styles) == 1 and page.styles[0].strip() == stylesheet.strip()
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# Appended to a copy of the report: once the pictures are laid out, the page's width against the window's, and
+# whether clicking the first picture opens it full size.
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", () => {
+  const root = document.documentElement, opener = document.querySelector("button.zoom");
+  document.body.dataset.scrollWidth = root.scrollWidth;
+  document.body.dataset.clientWidth = root.clientWidth;
+  opener.click();
+  const overlay = document.querySelector(".overlay"), shown = overlay.querySelector("img");
+  document.body.dataset.zoomed = !overlay.hidden && shown.src === opener.querySelector("img").src;
+});
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(chromium() is None, reason="no chromium or chromium-browser binary")
+@pytest.mark.parametrize("width", [800, 1440])
+def test_the_html_fits_the_window_in_headless_chromium(html_report, tmp_path, width):
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_report.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},1000",
+         "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    measured = dict(re.findall(r'data-(scroll-width|client-width|zoomed)="([^"]*)"', dom))
+    assert measured.keys() == {"scroll-width", "client-width", "zoomed"}, dom[-500:]
+    client_width = int(measured["client-width"])
+    assert width - 30 <= client_width <= width  # the window was as wide as asked, less a scroll bar
+    assert int(measured["scroll-width"]) <= client_width
+    assert measured["zoomed"] == "true"
 
 
 def report_runs(uri: str) -> int:
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("vae_sweep-reports")
+    experiment = client.get_experiment_by_name(names.reports_experiment(EXPERIMENT))
     return 0 if experiment is None else len(client.search_runs([experiment.experiment_id]))
 
 
@@ -306,7 +449,7 @@ def test_no_log_leaves_the_reports_experiment_alone(store, tmp_path):
         == 0
     )
     assert report_runs(store.uri) == before
-    assert len(pd.read_csv(out / "runs.csv")) == 9 and (out / "report.html").is_file()
+    assert len(pd.read_csv(out / names.REPORT_RUNS)) == 9 and (out / names.REPORT_HTML).is_file()
 
 
 @pytest.mark.parametrize(
@@ -345,13 +488,13 @@ def test_the_bare_command_reports_the_sweep_just_run(workdir):
     result = run_cli("vae_sweep.report", cwd=workdir)
     assert result.returncode == 0, result.stderr
     folder = Path(result.stdout.splitlines()[-1])
-    assert folder.parent == workdir / "reports" and (folder / "report.html").is_file()
-    runs = pd.read_csv(folder / "runs.csv")
+    assert folder.parent == workdir / "reports" and (folder / names.REPORT_HTML).is_file()
+    runs = pd.read_csv(folder / names.REPORT_RUNS)
     assert sorted(runs["model.latent"]) == [2, 3] and set(runs["status"]) == {"FINISHED"}
 
 
 def test_reporting_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with report.tracking_uri(f"sqlite:///{tmp_path}/x.db"):
+    with select.tracking_uri(f"sqlite:///{tmp_path}/x.db"):
         assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/x.db"
     assert "MLFLOW_TRACKING_URI" not in os.environ

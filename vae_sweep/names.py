@@ -93,3 +93,18 @@ TAG_NOTE = "mlflow.note.content"
 TAG_DATA_MD5 = "data.md5."  # + raw file name
 # Provenance that decides whether a rerun can be expected to match bit for bit.
 PROVENANCE_PREFIXES = ("git.", "version.", TAG_DATA_MD5, TAG_THREADS)
+
+# ---- the comparison report: the files of a report folder, which its run in the reports experiment holds too --------
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+REPORT_RUNS = "runs.csv"
+REPORT_PICTURES = "runs"  # the runs' own figures, a folder per run id
+FIG_QUALITY_VS_X = "quality_vs_x.png"
+FIG_ACTIVE_UNITS = "active_units.png"
+FIG_LEARNING_CURVES = "learning_curves.png"
+FIG_RATE_DISTORTION = "rate_distortion.png"
+
+
+def reports_experiment(experiment: str) -> str:
+    """The experiment that holds the reports on `experiment`'s runs, one run per report."""
+    return f"{experiment}-reports"

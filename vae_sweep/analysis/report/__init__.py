@@ -1,1 +1,2 @@
-"""The comparison report: select runs (select), tabulate (table), conclude (findings), draw (plots), write (render)."""
+"""The comparison report: select runs (select), tabulate (table), conclude (findings), draw (plots), compose (document),
+write (render); cli puts them together."""

@@ -1,0 +1,162 @@
+"""What the report says, as one structure of sections that render.py writes as Markdown and as HTML: the selection,
+the findings, the results per setting, the figures, the gallery and the runs that did not finish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vae_sweep import names
+from vae_sweep.analysis.report.findings import MISSING, number, setting, short_names
+from vae_sweep.analysis.report.table import (
+    EPOCHS,
+    QUALITIES,
+    TIME,
+    Quality,
+    finished,
+    gallery_columns,
+    has_values,
+    time_source,
+    unfinished,
+)
+
+
+@dataclass
+class Image:
+    path: Path  # relative to the report folder
+    caption: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str | Image]]
+    name: str  # the HTML table's class, so that readers and tests can find it
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[str | Bullets | Table | Image]
+
+
+def overview(runs: pd.DataFrame, uri: str, x: str, swept: list[str]) -> Section:
+    done = len(finished(runs))
+    return Section(
+        "Selection",
+        [
+            f"{len(runs)} runs: {done} finished, {len(runs) - done} not. Store {uri}; report made "
+            f"{datetime.now():%Y-%m-%d %H:%M}. Swept: {', '.join(swept) or 'nothing'}; x axis: {x}.",
+        ],
+    )
+
+
+def findings_section(lines: list[str]) -> Section:
+    return Section("Findings", [Bullets(lines)])
+
+
+def _mean_std(point: pd.Series, quality: Quality) -> str:
+    text = number(point.get(quality.column), quality.spec)
+    spread = point.get(f"{quality.column} std")
+    if text != MISSING and point["seeds"] > 1 and pd.notna(spread):
+        text += f" ± {spread:{quality.spec}}"
+    return text
+
+
+def reference_value(runs: pd.DataFrame, column: str) -> str | None:
+    """The real-data score for scale: one number, or a range when the runs used different data."""
+    if not has_values(runs, column):
+        return None
+    low, high = runs[column].min(), runs[column].max()
+    return f"{low:.2f}" if np.isclose(low, high) else f"{low:.2f}–{high:.2f}"
+
+
+def results_section(points: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> Section:
+    """The table of settings: swept params, seeds, quality (mean ± std), epochs, time and run ids."""
+    short = short_names(keys)
+    header = [short[key] for key in keys] + ["seeds"]
+    for quality in QUALITIES:
+        reference = reference_value(runs, quality.reference) if quality.reference else None
+        header.append(quality.name + (f" (real data: {reference})" if reference else ""))
+    show_epochs = EPOCHS in points and EPOCHS not in keys
+    header += (["epochs"] if show_epochs else []) + [f"{time_source(runs)} (s)", "run id"]
+    rows = []
+    for _, point in points.iterrows():
+        row = [str(point[key]) for key in keys] + [str(point["seeds"])]
+        row += [_mean_std(point, quality) for quality in QUALITIES]
+        row += ([str(point[EPOCHS])] if show_epochs else []) + [_mean_std(point, TIME)]
+        rows.append(row + [" ".join(run_id[:8] for run_id in point["run_ids"])])
+    return Section(
+        "Results per setting",
+        [
+            "Test-set numbers in nats per image, mean ± std over the runs (seeds) of each setting; "
+            f"{MISSING} where a run did not log the metric. FID and inception score compare 10k prior samples with "
+            "the test set through a classifier's features; real data's own scores are in the headings for scale.",
+            Table(header, rows, "results"),
+        ],
+    )
+
+
+def figures_section(points: pd.DataFrame, x: str, figures: dict[str, Path], curves_of: str) -> Section:
+    """The report's own figures, by file name (paths relative to the report folder); `curves_of` says whose
+    learning curves are drawn."""
+    iwae = " and IWAE NLL" if has_values(points, names.Q_IWAE_NLL) else ""
+    captions = {
+        names.FIG_QUALITY_VS_X: f"Test loss, reconstruction, KL{iwae} against {x}; error bars: one std over seeds.",
+        names.FIG_ACTIVE_UNITS: "Active units against latent size; the dotted line is y = x.",
+        names.FIG_LEARNING_CURVES: f"Learning curves of {curves_of}: train dashed, test solid.",
+        names.FIG_RATE_DISTORTION: f"Rate (KL) against distortion (reconstruction) per run, by {x}.",
+    }
+    return Section("Figures", [Image(path, captions[name]) for name, path in figures.items()])
+
+
+def gallery_section(
+    points: pd.DataFrame, shown: pd.DataFrame, pictures: dict[str, dict[str, Path]], keys: list[str], folder: Path
+) -> Section:
+    """Each setting's pictures side by side from `shown`, its run with the lowest seed; `pictures` as
+    table.download_pictures returns them, under folder."""
+    columns = gallery_columns(shown)
+    header = ["setting", "run"] + [name.removesuffix(".png").replace("_", " ") for name in columns]
+    rows = []
+    for (_, point), run_id in zip(points.iterrows(), shown["run_id"], strict=True):
+        found = pictures.get(run_id, {})
+        cells = [Image(found[name].relative_to(folder), name) if name in found else MISSING for name in columns]
+        rows.append([setting(point, keys), run_id[:8], *cells])
+    return Section(
+        "Reconstructions and samples",
+        [
+            "One run per setting (its lowest seed); latent scatter and manifold for 2-D latents.",
+            Table(header, rows, "gallery"),
+        ],
+    )
+
+
+def _first_line(error: Any) -> str:
+    return MISSING if error is None or pd.isna(error) or not str(error) else str(error).splitlines()[0][:300]
+
+
+def unfinished_section(runs: pd.DataFrame) -> Section:
+    left_out = unfinished(runs)
+    if left_out.empty:
+        return Section("Runs that did not finish", ["None: every selected run finished."])
+    rows = [
+        [str(run["run_name"]), run["status"], _first_line(run["error"]), run["run_id"]]
+        for _, run in left_out.iterrows()
+    ]
+    return Section(
+        "Runs that did not finish",
+        [
+            f"{len(left_out)} run(s) FAILED, KILLED or still RUNNING; they are left out of every number above.",
+            Table(["run", "status", "error", "run id"], rows, "unfinished"),
+        ],
+    )

@@ -1,0 +1,121 @@
+"""The report's figures, drawn with matplotlib from the per-run and per-setting frames, each saved as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
+
+from vae_sweep import names
+from vae_sweep.analysis.report.findings import groups, short_names
+from vae_sweep.analysis.report.table import FINAL_KL, FINAL_RECON, LATENT, QUALITIES, has_values
+from vae_sweep.evaluation.plotting import plt, saved_figure
+
+# The panels of the quality-vs-x figure, all in nats per image.
+CURVES = (names.FINAL_TEST_LOSS, FINAL_RECON, FINAL_KL, names.Q_IWAE_NLL)
+# The learning-curve panels, one per loss term in the order of recon + KL = total.
+TERM_TITLES = dict(zip(names.TERMS, ("reconstruction", "KL", "total (the objective)"), strict=True))
+SPLIT_STYLES = dict(zip(names.SPLITS, ("--", "-"), strict=True))
+# The per-epoch metrics the learning curves draw, which the caller fetches for them.
+HISTORY_KEYS = tuple(names.epoch_key(split, term) for term in TERM_TITLES for split in names.SPLITS)
+LEGEND_LIMIT = 20
+
+
+def _label_log_x(ax, values: pd.Series) -> None:
+    """Log x with a plain tick at each value swept, where matplotlib would label 2x10^0, 3x10^0, ..."""
+    ax.set_xscale("log")
+    ticks = sorted(values.dropna().unique())
+    ax.set_xticks(ticks, [str(tick) for tick in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _title(column: str) -> str:
+    return next(quality.name for quality in QUALITIES if quality.column == column)
+
+
+def plot_quality_vs_x(points: pd.DataFrame, x: str, others: list[str], path: Path) -> Path:
+    """One panel per loss term (and IWAE NLL when present) against x, a line per setting of the other swept params,
+    error bars one std over seeds."""
+    panels = [column for column in CURVES if has_values(points, column)]
+    with saved_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4.5), squeeze=False) as (fig, axes):
+        for ax, column in zip(axes[0], panels, strict=True):
+            for label, group in groups(points, others):
+                group = group.sort_values(x)
+                errors = group[f"{column} std"].fillna(0.0)
+                ax.errorbar(group[x], group[column], yerr=errors, marker="o", capsize=3, label=label or None)
+            if x == LATENT:
+                _label_log_x(ax, points[x])
+            ax.set_title(_title(column))
+            ax.set_xlabel(x)
+            ax.set_ylabel("nats per test image")
+            if others:
+                ax.legend(fontsize="small")
+        fig.suptitle(f"Test-set quality against {x} (mean ± std over seeds)")
+    return path
+
+
+def plot_active_units(points: pd.DataFrame, keys: list[str], path: Path) -> Path:
+    """Active units against latent size, a line per setting of the other swept params, beside y = x (all used)."""
+    others = [key for key in keys if key != LATENT]
+    sizes = np.sort(points[LATENT].unique().astype(float))
+    units = names.Q_ACTIVE_UNITS
+    with saved_figure(path, figsize=(7, 5)) as (fig, ax):
+        for label, group in groups(points.dropna(subset=[units]), others):
+            group = group.sort_values(LATENT)
+            errors = group[f"{units} std"].fillna(0.0)
+            ax.errorbar(group[LATENT], group[units], yerr=errors, marker="o", capsize=3, label=label or None)
+        diagonal = np.geomspace(sizes[0], sizes[-1], 100) if len(sizes) > 1 else sizes
+        ax.plot(diagonal, diagonal, "k:", label="y = x (every dimension used)")
+        _label_log_x(ax, points[LATENT])
+        # Collapsed runs use no dimension at all; symlog keeps 0 on the axis.
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel(LATENT)
+        ax.set_ylabel("active units")
+        ax.set_title("Latent dimensions in use against latent size")
+        ax.legend(fontsize="small")
+    return path
+
+
+def plot_learning_curves(histories: pd.DataFrame, runs: dict[str, str], which: str, path: Path) -> Path:
+    """The runs' loss terms per epoch (HISTORY_KEYS), overlaid: train dashed, test solid, one colour per run.
+
+    `runs` maps run id to the name in the legend; `which` says whose curves these are."""
+    series = {key: frame for key, frame in histories.groupby(["run_id", "key"])}
+    colours = plt.get_cmap("turbo")(np.linspace(0.05, 0.95, len(runs)))
+    with saved_figure(path, ncols=len(TERM_TITLES), figsize=(16, 5), squeeze=False) as (fig, axes):
+        for ax, (term, title) in zip(axes[0], TERM_TITLES.items(), strict=True):
+            for colour, (run_id, name) in zip(colours, runs.items(), strict=True):
+                for split, style in SPLIT_STYLES.items():
+                    frame = series.get((run_id, names.epoch_key(split, term)))
+                    if frame is not None:
+                        label = name if split == "test" else None
+                        ax.plot(frame["step"], frame["value"], style, color=colour, linewidth=1, label=label)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("nats per image")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(runs) <= LEGEND_LIMIT:
+            axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
+        fig.suptitle(f"Learning curves of {which} (train dashed, test solid)")
+    return path
+
+
+def plot_rate_distortion(runs: pd.DataFrame, x: str, path: Path) -> Path:
+    """Each run's test KL (rate) against its reconstruction loss (distortion), marked with its x value."""
+    name = short_names([x])[x]
+    with saved_figure(path, figsize=(8, 6)) as (fig, ax):
+        for value, group in runs.groupby(x, dropna=False, sort=True):
+            ax.scatter(group[FINAL_KL], group[FINAL_RECON], label=f"{name}={value}")
+            for _, run in group.iterrows():
+                ax.annotate(str(value), (run[FINAL_KL], run[FINAL_RECON]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))  # fmt: skip
+        ax.set_xlabel("rate: test KL (nats)")
+        ax.set_ylabel("distortion: test reconstruction loss (nats)")
+        ax.set_title(f"Rate–distortion, one point per run, labelled by {x}")
+        if runs[x].nunique() <= LEGEND_LIMIT:
+            ax.legend(fontsize="small")
+    return path

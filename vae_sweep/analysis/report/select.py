@@ -1,0 +1,94 @@
+"""Which runs a report covers: the latest sweep, a sweep folder, an MLflow filter or all runs, and their raw frame."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Experiment
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vae_sweep import names
+from vae_sweep.errors import UserError
+from vae_sweep.tracking.store import existing_store
+
+# Backquoted because the tag's name holds a dot, which MLflow's filter grammar would read as a path.
+SWEEP_TAG = f"tags.`{names.TAG_SWEEP_ID}`"
+
+
+@dataclass
+class Selection:
+    """Which runs of the experiment the report covers, as an MLflow filter string and in words."""
+
+    filter: str
+    description: str
+    sweep: str | None = None
+
+
+def open_experiment(uri: str, name: str) -> tuple[MlflowClient, Experiment]:
+    """A client on an existing store and the existing experiment; a UserError saying which of the two is missing."""
+    client = existing_store(uri, "run a sweep first, or pass --tracking-uri or set MLFLOW_TRACKING_URI.")
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        known = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise UserError(f"No experiment {name!r} in {uri} (it holds: {known}); pass --experiment.")
+    return client, experiment
+
+
+def latest_sweep(client: MlflowClient, experiment_id: str) -> str:
+    """The sweep.id of the run started last."""
+    runs = client.search_runs(
+        [experiment_id], f"{SWEEP_TAG} LIKE '%'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs:
+        raise UserError("The experiment holds no run of a sweep; pass --all or --filter to choose runs.")
+    return runs[0].data.tags[names.TAG_SWEEP_ID]
+
+
+def choose_selection(
+    client: MlflowClient, experiment_id: str, sweep: str | None, filter_string: str | None, every_run: bool
+) -> Selection:
+    """--sweep and --filter narrow down together; with neither (and no --all), the latest sweep."""
+    if sweep is not None:
+        sweep = str(Path(sweep).resolve())  # sweep.id is the absolute multirun folder
+    elif not every_run and not filter_string:
+        sweep = latest_sweep(client, experiment_id)
+    clauses = ([f"{SWEEP_TAG} = '{sweep}'"] if sweep else []) + ([filter_string] if filter_string else [])
+    words = ([f"sweep {sweep}"] if sweep else []) + ([f"filter {filter_string}"] if filter_string else [])
+    return Selection(" and ".join(clauses), ", ".join(words) or "all runs", sweep)
+
+
+@contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """mlflow.search_runs reads the process-wide URI; set it for the call and put the previous one back.
+
+    set_tracking_uri also exports MLFLOW_TRACKING_URI, which every later subprocess would inherit: restore it too.
+    """
+    previous, previous_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+def search(uri: str, experiment_id: str, selection: Selection) -> pd.DataFrame:
+    """MLflow's frame of the selected runs (params., metrics., tags. columns); a UserError when it is empty."""
+    try:
+        with tracking_uri(uri):
+            raw = mlflow.search_runs([experiment_id], selection.filter, output_format="pandas")
+    except MlflowException as error:
+        raise UserError(f"MLflow rejected the selection ({selection.description}): {error.message}") from None
+    if raw.empty:
+        raise UserError(f"No runs match {selection.description}.")
+    return raw

@@ -1,0 +1,201 @@
+"""The selected runs as pandas frames: one typed row per run, one row per setting, and what MLflow holds per run
+beyond that (histories, pictures)."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+from vae_sweep import names
+from vae_sweep.config import defines_result
+
+# The seed axis: each setting's runs differ in it alone, and aggregate() folds them into mean ± std.
+SEED = "training.seed"
+LATENT = "model.latent"
+EPOCHS = "training.epochs"
+FINAL_RECON = names.final(names.TEST_RECON)
+FINAL_KL = names.final(names.TEST_KL)
+# A tracking server answers each history request in a round trip; this many run side by side.
+FETCH_WORKERS = 8
+# Per run, side by side; the latent pictures only say something for 2-D latents.
+GALLERY = (names.FIG_RECONSTRUCTIONS, names.FIG_SAMPLES)
+GALLERY_2D = (names.FIG_LATENT_SCATTER, names.FIG_MANIFOLD)
+
+
+@dataclass(frozen=True)
+class Quality:
+    column: str
+    name: str
+    spec: str = ".2f"
+    lower_is_better: bool | None = True  # None: neither direction is "better" (KL, active units, time)
+    reference: str | None = None  # the same score of real data, for scale
+
+
+QUALITIES = (
+    Quality(names.FINAL_TEST_LOSS, "test loss"),
+    Quality(FINAL_RECON, "reconstruction"),
+    Quality(FINAL_KL, "KL", lower_is_better=None),
+    Quality(names.Q_IWAE_NLL, "IWAE NLL"),
+    Quality(names.Q_ACTIVE_UNITS, "active units", ".1f", lower_is_better=None),
+    Quality(names.Q_FID, "FID", reference=names.Q_FID_REFERENCE),
+    Quality(names.Q_IS, "inception score", lower_is_better=False, reference=names.Q_IS_REFERENCE),
+    Quality(names.Q_GAP, "train–test gap", lower_is_better=None),
+)
+# Each run's training time where its job logged one, else its run's duration, which adds start-up and evaluation:
+# time_source() says which the column holds.
+TIME = Quality("time_s", "time (s)", ".0f", lower_is_better=None)
+
+
+def cast_param(values: pd.Series) -> pd.Series:
+    """A param column as ints, floats or bools when every recorded value is one; anything else (lists) stays text."""
+    present = values.dropna().astype(str)
+    if present.empty:
+        return values
+    if present.str.fullmatch(r"[+-]?\d+").all():
+        numbers = pd.to_numeric(values)
+        return numbers.astype("int64" if numbers.notna().all() else "Int64")
+    if present.str.lower().isin(["true", "false"]).all():
+        return values.str.lower().map({"true": True, "false": False})
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers if numbers[present.index].notna().all() else values
+
+
+def _column(raw: pd.DataFrame, name: str) -> pd.Series:
+    return raw[name] if name in raw else pd.Series(pd.NA, index=raw.index, dtype="object")
+
+
+def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: run_id, run_name, status, error, sweep and start_time, the params under their dotted config
+    keys (typed), the final/ and quality/ metrics under their names, and the time column (TIME)."""
+    metrics = {
+        name.removeprefix("metrics."): raw[name]
+        for name in raw
+        if name.startswith(("metrics." + names.FINAL, "metrics." + names.QUALITY))
+    }
+    duration = (raw["end_time"] - raw["start_time"]).dt.total_seconds()
+    time = metrics[names.TRAIN_TIME].fillna(duration) if names.TRAIN_TIME in metrics else duration
+    identity = {
+        "run_id": raw["run_id"],
+        "run_name": _column(raw, f"tags.{MLFLOW_RUN_NAME}"),
+        "status": raw["status"],
+        "error": _column(raw, f"tags.{names.TAG_ERROR}"),
+        "sweep": _column(raw, f"tags.{names.TAG_SWEEP_ID}"),
+        "start_time": raw["start_time"],
+    }
+    params = {name.removeprefix("params."): cast_param(raw[name]) for name in raw if name.startswith("params.")}
+    table = pd.DataFrame({**identity, **params, **metrics, TIME.column: time})
+    return table.sort_values("start_time", kind="stable").reset_index(drop=True)
+
+
+def time_source(runs: pd.DataFrame) -> str:
+    """What the TIME column of these runs holds, in words."""
+    logged = runs[names.TRAIN_TIME].notna() if names.TRAIN_TIME in runs else pd.Series(False, index=runs.index)
+    if logged.all():
+        return "training time"
+    return "run duration" if not logged.any() else "training time (run duration where not logged)"
+
+
+def has_values(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and frame[column].notna().any()
+
+
+def param_columns(runs: pd.DataFrame) -> list[str]:
+    """Params are the config's dotted keys; metric names hold a slash and the run's own columns neither."""
+    return [name for name in runs if "." in name and "/" not in name]
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    return [name for name in runs if "/" in name] + [TIME.column]
+
+
+def is_sweepable(param: str) -> bool:
+    """Whether a param can be a dimension of the sweep: it changes the result and is not the seed axis."""
+    return defines_result(param) and param != SEED
+
+
+def swept_params(runs: pd.DataFrame) -> list[str]:
+    """The params that take more than one value among the runs, leaving out seeds, paths and the like."""
+    return sorted(p for p in param_columns(runs) if is_sweepable(p) and runs[p].nunique(dropna=False) > 1)
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "FINISHED"]
+
+
+def unfinished(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] != "FINISHED"]
+
+
+def aggregate(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per setting of `keys`: each metric's mean, its std over seeds as '<metric> std', the number of runs as
+    `seeds`, their ids (lowest seed first) as `run_ids`, and the first value of every other config key."""
+    order = keys + ([SEED] if SEED in runs and SEED not in keys else [])
+    grouped = runs.sort_values(order, kind="stable").groupby(keys, dropna=False, sort=True)
+    metrics = metric_columns(runs)
+    constants = [p for p in param_columns(runs) if p not in keys and is_sweepable(p)]
+    points = pd.concat(
+        [
+            grouped.size().rename("seeds"),
+            grouped[metrics].mean(),
+            grouped[metrics].std().add_suffix(" std"),
+            grouped["run_id"].agg(list).rename("run_ids"),
+            grouped[constants].first(),
+        ],
+        axis=1,
+    )
+    return points.reset_index()
+
+
+def representatives(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each setting's run with the lowest seed, in the order of the settings."""
+    return runs.set_index("run_id").loc[[ids[0] for ids in points["run_ids"]]].reset_index()
+
+
+def fetch_histories(client: MlflowClient, run_ids: list[str], keys: tuple[str, ...]) -> pd.DataFrame:
+    """The per-epoch values of `keys` for each run, long form: run_id, key, step, value."""
+
+    def fetch(job: tuple[str, str]) -> list[tuple[str, str, int, float]]:
+        run_id, key = job
+        return [(run_id, key, metric.step, metric.value) for metric in client.get_metric_history(run_id, key)]
+
+    jobs = [(run_id, key) for run_id in run_ids for key in keys]
+    with ThreadPoolExecutor(FETCH_WORKERS) as pool:
+        rows = [row for rows in pool.map(fetch, jobs) for row in rows]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"]).sort_values(["run_id", "key", "step"])
+
+
+def gallery_columns(runs: pd.DataFrame) -> tuple[str, ...]:
+    """The figure file names the gallery shows for these runs."""
+    return GALLERY + (GALLERY_2D if LATENT in runs and (runs[LATENT] == 2).any() else ())
+
+
+def download_pictures(client: MlflowClient, runs: pd.DataFrame, folder: Path) -> dict[str, dict[str, Path]]:
+    """Run id -> {figure file name -> local copy} of the run's gallery figures that it has, downloaded under folder."""
+
+    def fetch(run: pd.Series) -> tuple[str, dict[str, Path]]:
+        wanted = GALLERY + (GALLERY_2D if run.get(LATENT) == 2 else ())
+        try:
+            listed = client.list_artifacts(run["run_id"], names.ARTIFACT_FIGURES)
+            present = {Path(artifact.path).name for artifact in listed}
+            target = folder / run["run_id"]
+            target.mkdir(parents=True, exist_ok=True)
+            pictures = {
+                name: Path(client.download_artifacts(run["run_id"], f"{names.ARTIFACT_FIGURES}/{name}", str(target)))
+                for name in wanted
+                if name in present
+            }
+        except (MlflowException, OSError) as error:
+            # Artifacts on another machine's disk, say: the report goes on without this run's pictures.
+            print(f"warning: no figures for run {run['run_id']}: {error}", file=sys.stderr)
+            pictures = {}
+        return run["run_id"], pictures
+
+    with ThreadPoolExecutor(FETCH_WORKERS) as pool:
+        return dict(pool.map(fetch, (run for _, run in runs.iterrows())))
