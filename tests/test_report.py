@@ -324,6 +324,10 @@ def test_the_report_folder_run_and_html(store, tmp_path, capsys):
 
     markdown = (out / names.REPORT_MD).read_text()
     assert "![" in markdown and "## Findings" in markdown and FAILURE in markdown
+    # The fixture's test KL is flat and every latent size ran at both budgets: no rise, no confound.
+    assert "## The study's questions" in markdown and "the test KL never rose after its low" in markdown
+    assert "At epochs=5, latent 2 → 10: test loss 160.00 → 130.00 (-30.00 nats" in markdown
+    assert "change together" not in markdown
 
     client = MlflowClient(store.uri)
     reports = client.search_runs([client.get_experiment_by_name(names.reports_experiment(EXPERIMENT)).experiment_id])

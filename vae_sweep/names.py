@@ -20,6 +20,7 @@ TEST_RECON = epoch_key("test", "recon")
 TEST_KL = epoch_key("test", "kl")
 KL_WEIGHT = "kl_weight"
 EPOCH_TIME = "epoch_time_s"
+ACTIVE_UNITS_EPOCH = "test/active_units"  # latent dimensions in use at the end of each epoch
 # Every metric logged once per epoch (step = epoch), in a history row's order.
 EPOCH_METRICS = (*(epoch_key(split, term) for split in SPLITS for term in TERMS), KL_WEIGHT, EPOCH_TIME)
 

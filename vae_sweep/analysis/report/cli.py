@@ -19,8 +19,8 @@ from mlflow.entities import Experiment
 from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
-from vae_sweep.analysis.report import document, plots, render
-from vae_sweep.analysis.report.findings import findings
+from vae_sweep.analysis.report import document, plots, questions, render
+from vae_sweep.analysis.report.findings import findings, setting
 from vae_sweep.analysis.report.select import Selection, choose_selection, open_experiment, search
 from vae_sweep.analysis.report.table import (
     LATENT,
@@ -48,22 +48,25 @@ def check_x(runs: pd.DataFrame, x: str) -> None:
         raise UserError(f"--x {x} is not a param of the selected runs; they have: {', '.join(param_columns(runs))}.")
 
 
+def curve_runs(runs: pd.DataFrame, points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs whose histories the report fetches, and who they are in words."""
+    if len(runs) <= CURVE_RUN_LIMIT:
+        return runs, f"every finished run ({len(runs)})"
+    return representatives(points, runs), f"one run per setting (its lowest seed) of {len(runs)}"
+
+
 def draw_figures(
-    client: MlflowClient, runs: pd.DataFrame, points: pd.DataFrame, x: str, others: list[str], folder: Path
-) -> tuple[dict[str, Path], str]:
-    """The report's figures in folder, by file name (paths relative to folder), and whose learning curves they show."""
+    runs: pd.DataFrame, points: pd.DataFrame, x: str, others: list[str], histories: pd.DataFrame, folder: Path
+) -> dict[str, Path]:
+    """The report's figures in folder, by file name (paths relative to folder)."""
     drawn = [plots.plot_quality_vs_x(points, x, others, folder / names.FIG_QUALITY_VS_X)]
     if has_values(points, names.Q_ACTIVE_UNITS) and LATENT in points:
         drawn.append(plots.plot_active_units(points, [x, *others], folder / names.FIG_ACTIVE_UNITS))
-    if len(runs) <= CURVE_RUN_LIMIT:
-        curves, which = runs, f"every finished run ({len(runs)})"
-    else:
-        curves, which = representatives(points, runs), f"one run per setting (its lowest seed) of {len(runs)}"
-    histories = fetch_histories(client, curves["run_id"].tolist(), plots.HISTORY_KEYS)
+    curves, which = curve_runs(runs, points)
     legend = dict(zip(curves["run_id"], curves["run_name"].fillna(curves["run_id"]), strict=True))
     drawn.append(plots.plot_learning_curves(histories, legend, which, folder / names.FIG_LEARNING_CURVES))
     drawn.append(plots.plot_rate_distortion(runs, x, folder / names.FIG_RATE_DISTORTION))
-    return {path.name: path.relative_to(folder) for path in drawn}, which
+    return {path.name: path.relative_to(folder) for path in drawn}
 
 
 def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, uri: str, folder: Path) -> list[str]:
@@ -83,10 +86,19 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
         lines = findings(points, x, others)
         shown = representatives(points, done)
         pictures = download_pictures(client, shown, folder / names.REPORT_PICTURES)
+        curves, which = curve_runs(done, points)
+        keys_fetched = tuple(dict.fromkeys(plots.HISTORY_KEYS + questions.HISTORY_KEYS))
+        histories = fetch_histories(client, curves["run_id"].tolist(), keys_fetched)
+        # The KL's course is answered for one run per setting: with seeds, the lowest one stands for its setting.
+        fetched = set(curves["run_id"])
+        labels = {row["run_ids"][0]: setting(row, keys) for _, row in points.iterrows() if row["run_ids"][0] in fetched}
         sections += [
             document.findings_section(lines),
+            document.questions_section(
+                questions.kl_rise_lines(histories, labels), questions.latent_lines(points, x, others)
+            ),
             document.results_section(points, done, keys),
-            document.figures_section(points, x, *draw_figures(client, done, points, x, others, folder)),
+            document.figures_section(points, x, draw_figures(done, points, x, others, histories, folder), which),
             document.gallery_section(points, shown, pictures, keys, folder),
         ]
     sections.append(document.unfinished_section(runs))

@@ -65,6 +65,16 @@ def findings_section(lines: list[str]) -> Section:
     return Section("Findings", [Bullets(lines)])
 
 
+def questions_section(kl_lines: list[str], latent_lines: list[str]) -> Section:
+    """The study's two open questions, each answered with the runs' own numbers where the runs can answer it."""
+    blocks: list[str | Bullets | Table | Image] = []
+    if kl_lines:
+        blocks += ["Why does the KL term rise during training while the total loss falls?", Bullets(kl_lines)]
+    if latent_lines:
+        blocks += ["Why do large latent sizes look alike?", Bullets(latent_lines)]
+    return Section("The study's questions", blocks or ["These runs hold no history or latent sizes to answer from."])
+
+
 def _mean_std(point: pd.Series, quality: Quality) -> str:
     text = number(point.get(quality.column), quality.spec)
     spread = point.get(f"{quality.column} std")

@@ -1,0 +1,195 @@
+"""The study's two open questions, answered from the runs themselves (pure functions, no I/O):
+
+- Why does the KL term rise during training while the total loss falls? Read from each run's own test history.
+- Why do large latent sizes (100 and 200) look alike? Active units and the loss against latent size, compared only
+  between runs with equal training budgets, and against the seed-to-seed spread where there are several seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from vae_sweep import names
+from vae_sweep.analysis.report.findings import setting, short_names
+from vae_sweep.analysis.report.table import LATENT, SEED
+
+# Per-epoch keys the answers read; active units per epoch is optional (runs before it was logged lack it).
+HISTORY_KEYS = (names.TEST_KL, names.TEST_RECON, names.TEST_LOSS, names.ACTIVE_UNITS_EPOCH)
+# A change smaller than this (nats) is reported as no change at all.
+NEGLIGIBLE_NATS = 0.05
+
+
+@dataclass(frozen=True)
+class KlPath:
+    """The test KL's course over one run: where it bottoms out and what the other terms did after that epoch."""
+
+    first_epoch: int
+    last_epoch: int
+    low_epoch: int
+    kl_first: float
+    kl_low: float
+    kl_last: float
+    recon_change: float  # last minus at low_epoch, nats (negative: fell)
+    loss_change: float
+    units_low: float | None
+    units_last: float | None
+
+    @property
+    def rise(self) -> float:
+        return self.kl_last - self.kl_low
+
+
+def wide(history: pd.DataFrame) -> pd.DataFrame:
+    """A run's long history (key, step, value) as one row per epoch and one column per key."""
+    return history.pivot_table(index="step", columns="key", values="value", aggfunc="last").sort_index()
+
+
+def kl_path(history: pd.DataFrame) -> KlPath | None:
+    """The KL's course in a run's wide history; None without test KL, reconstruction and loss for two epochs."""
+    needed = [names.TEST_KL, names.TEST_RECON, names.TEST_LOSS]
+    if any(key not in history for key in needed):
+        return None
+    epochs = history.dropna(subset=needed)
+    if len(epochs) < 2:
+        return None
+    kl = epochs[names.TEST_KL]
+    low = int(kl.idxmin())
+    last = int(epochs.index[-1])
+    units = epochs.get(names.ACTIVE_UNITS_EPOCH)
+    return KlPath(
+        first_epoch=int(epochs.index[0]),
+        last_epoch=last,
+        low_epoch=low,
+        kl_first=float(kl.iloc[0]),
+        kl_low=float(kl[low]),
+        kl_last=float(kl[last]),
+        recon_change=float(epochs.at[last, names.TEST_RECON] - epochs.at[low, names.TEST_RECON]),
+        loss_change=float(epochs.at[last, names.TEST_LOSS] - epochs.at[low, names.TEST_LOSS]),
+        units_low=None if units is None or pd.isna(units.get(low)) else float(units[low]),
+        units_last=None if units is None or pd.isna(units.get(last)) else float(units[last]),
+    )
+
+
+def kl_rise_line(label: str, path: KlPath) -> str:
+    """The run's own numbers for 'why does the KL rise while the total falls' (or that it did not rise)."""
+    if path.rise <= NEGLIGIBLE_NATS:
+        return (
+            f"{label}: the test KL never rose after its low — {path.kl_first:.2f} nats in epoch {path.first_epoch}, "
+            f"{path.kl_last:.2f} in epoch {path.last_epoch} — so there is no rise to explain in this run."
+        )
+    units = ""
+    if path.units_low is not None and path.units_last is not None:
+        units = (
+            f" Active units went from {path.units_low:.0f} to {path.units_last:.0f} over the same span: "
+            + ("the rise is new latent dimensions coming into use." if path.units_last > path.units_low else
+               "the same dimensions carry more information each.")
+        )  # fmt: skip
+    recon_fell = -path.recon_change
+    if path.loss_change < 0:
+        trade = (
+            f"reconstruction fell by {recon_fell:.2f} nats, more than the KL rose, so the total still fell "
+            f"by {-path.loss_change:.2f}: the encoder spends nats on a more precise posterior because each one buys "
+            f"more than a nat of reconstruction."
+        )
+    else:
+        trade = (
+            f"reconstruction changed by {path.recon_change:+.2f} nats and the total by {path.loss_change:+.2f}: "
+            f"here the KL's rise was not paid back (the test loss rose: overfitting, or a KL weight still ramping)."
+        )
+    return (
+        f"{label}: the test KL bottoms out at {path.kl_low:.2f} nats in epoch {path.low_epoch} and rises by "
+        f"{path.rise:.2f} to {path.kl_last:.2f} by epoch {path.last_epoch}; over those epochs {trade}{units}"
+    )
+
+
+def kl_rise_lines(histories: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """One answer per run of the long histories (run_id, key, step, value), labelled by `labels`."""
+    lines = []
+    for run_id, label in labels.items():
+        path = kl_path(wide(histories[histories["run_id"] == run_id]))
+        if path is not None:
+            lines.append(kl_rise_line(label, path))
+    return lines
+
+
+def confounded_with(points: pd.DataFrame, x: str, others: list[str]) -> list[str]:
+    """The other swept params that change together with x: each value of x comes with one value of the param, so
+    the two cannot be told apart by comparing across x."""
+    found = []
+    for other in others:
+        per_x = points.groupby(x)[other].nunique(dropna=False)
+        if points[other].nunique(dropna=False) > 1 and (per_x == 1).all():
+            found.append(other)
+    return found
+
+
+def _spread(point: pd.Series, metric: str) -> float | None:
+    """The seed-to-seed standard deviation of a setting's metric; None with one seed."""
+    value = point.get(f"{metric} std")
+    return None if point["seeds"] < 2 or value is None or pd.isna(value) else float(value)
+
+
+def against_spread(difference: float, first: pd.Series, second: pd.Series, metric: str) -> str:
+    """Whether a difference between two settings' means stands out from their seeds' spread: more than two
+    standard errors of the difference of means."""
+    spreads = [_spread(first, metric), _spread(second, metric)]
+    if any(spread is None for spread in spreads):
+        return "one seed per setting, so no seed spread to compare with"
+    error = math.sqrt(sum(spread**2 / point["seeds"] for spread, point in zip(spreads, (first, second), strict=True)))
+    verdict = "larger than" if abs(difference) > 2 * error else "within"
+    return (
+        f"{verdict} the seed-to-seed spread (seed std {max(spreads):.2f} nats; two standard errors of the "
+        f"difference {2 * error:.2f})"
+    )
+
+
+def latent_step_line(where: str, small: pd.Series, large: pd.Series) -> str:
+    """Two neighbouring latent sizes at the same setting of everything else: loss, active units, and their spread."""
+    loss = names.FINAL_TEST_LOSS
+    difference = large[loss] - small[loss]
+    text = (
+        f"{where}latent {small[LATENT]} → {large[LATENT]}: test loss {small[loss]:.2f} → {large[loss]:.2f} "
+        f"({difference:+.2f} nats, {against_spread(difference, small, large, loss)})"
+    )
+    units = names.Q_ACTIVE_UNITS
+    if units in small and pd.notna(small[units]) and pd.notna(large[units]):
+        unused = large[LATENT] - large[units]
+        text += (
+            f"; active units {small[units]:.1f} of {small[LATENT]} → {large[units]:.1f} of {large[LATENT]}"
+            + (f": {unused:.0f} of the larger model's dimensions carry no information (their posterior is the prior), "
+               "so both models code the images in about the same number of dimensions"
+               if large[units] - small[units] < 0.1 * (large[LATENT] - small[LATENT]) else "")
+        )  # fmt: skip
+    return text + "."
+
+
+def latent_lines(points: pd.DataFrame, x: str, others: list[str]) -> list[str]:
+    """Why large latent sizes look alike: neighbouring sizes compared at equal settings of everything else, with the
+    confound stated when latent size and another setting (the epochs, in experiment=seed) change together."""
+    if x != LATENT or points[LATENT].nunique() < 2:
+        return []
+    lines = []
+    confounds = confounded_with(points, x, others)
+    if confounds:
+        pairs = "; ".join(
+            f"{latent} → " + ", ".join(f"{short_names(confounds)[c]}={group[c].iloc[0]}" for c in confounds)
+            for latent, group in points.groupby(LATENT)
+        )
+        lines.append(
+            f"Latent size and {', '.join(confounds)} change together in this selection ({pairs}): a difference "
+            "across latent sizes could come from either, so latent sizes are compared only at equal "
+            f"{', '.join(confounds)}."
+        )
+    fixed = [other for other in others if other != SEED]
+    grouped = points.groupby(fixed, dropna=False, sort=True) if fixed else [((), points)]
+    for _, group in grouped:
+        ordered = group.sort_values(LATENT)
+        where = f"At {setting(ordered.iloc[0], fixed)}, " if fixed else ""
+        for (_, small), (_, large) in zip(ordered.iloc[:-1].iterrows(), ordered.iloc[1:].iterrows(), strict=True):
+            lines.append(latent_step_line(where, small, large))
+    if confounds and all(len(group) < 2 for _, group in grouped):
+        lines.append("No two latent sizes share a setting of the rest, so no latent sizes can be compared fairly.")
+    return lines
