@@ -92,6 +92,7 @@ TAG_RESUMED = "resumed"
 TAG_REPRODUCES = "reproduces"
 TAG_NOTE = "mlflow.note.content"
 TAG_DATA_MD5 = "data.md5."  # + raw file name
+TAG_PRESET = "preset"  # the experiment=... preset a job was launched with, if any
 # Provenance that decides whether a rerun can be expected to match bit for bit.
 PROVENANCE_PREFIXES = ("git.", "version.", TAG_DATA_MD5, TAG_THREADS)
 

@@ -40,6 +40,7 @@ def job_identity(cfg: DictConfig) -> tuple[str, dict[str, str]]:
         names.TAG_OVERRIDES: " ".join(overrides),
         names.TAG_THREADS: str(torch.get_num_threads()),
         names.TAG_PID: str(os.getpid()),
+        names.TAG_PRESET: str(hydra_cfg.runtime.choices.get("experiment") or ""),
         **provenance(Path(cfg.paths.root_dir)),
         **cfg.tracking.tags,
     }

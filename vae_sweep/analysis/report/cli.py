@@ -19,10 +19,12 @@ from mlflow.entities import Experiment
 from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
-from vae_sweep.analysis.report import document, plots, questions, render
+from vae_sweep.analysis.report import document, papers, plots, questions, render
 from vae_sweep.analysis.report.findings import findings, setting
 from vae_sweep.analysis.report.select import Selection, choose_selection, open_experiment, search
 from vae_sweep.analysis.report.table import (
+    FINAL_KL,
+    FINAL_RECON,
     LATENT,
     aggregate,
     download_pictures,
@@ -65,7 +67,8 @@ def draw_figures(
     curves, which = curve_runs(runs, points)
     legend = dict(zip(curves["run_id"], curves["run_name"].fillna(curves["run_id"]), strict=True))
     drawn.append(plots.plot_learning_curves(histories, legend, which, folder / names.FIG_LEARNING_CURVES))
-    drawn.append(plots.plot_rate_distortion(runs, x, folder / names.FIG_RATE_DISTORTION))
+    if has_values(runs, FINAL_KL) and has_values(runs, FINAL_RECON):  # runs from before these were logged lack them
+        drawn.append(plots.plot_rate_distortion(runs, x, folder / names.FIG_RATE_DISTORTION))
     return {path.name: path.relative_to(folder) for path in drawn}
 
 
@@ -92,8 +95,10 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
         # The KL's course is answered for one run per setting: with seeds, the lowest one stands for its setting.
         fetched = set(curves["run_id"])
         labels = {row["run_ids"][0]: setting(row, keys) for _, row in points.iterrows() if row["run_ids"][0] in fetched}
+        comparisons = papers.comparison_rows(done)
         sections += [
             document.findings_section(lines),
+            *([document.papers_section(comparisons)] if comparisons else []),
             document.questions_section(
                 questions.kl_rise_lines(histories, labels), questions.latent_lines(points, x, others)
             ),
@@ -133,13 +138,25 @@ def default_folder(experiment: str) -> Path:
 def report(args: argparse.Namespace) -> Path:
     uri = args.tracking_uri or default_tracking_uri()
     client, experiment = open_experiment(uri, args.experiment)
-    selection = choose_selection(client, experiment.experiment_id, args.sweep, args.filter, args.all)
+    only_papers = args.compare_paper and not (args.sweep or args.filter or args.all)
+    chosen_filter = papers.PRESET_FILTER if only_papers else args.filter
+    selection = choose_selection(client, experiment.experiment_id, args.sweep, chosen_filter, args.all)
     runs = runs_table(search(uri, experiment.experiment_id, selection))
+    if only_papers:
+        runs = papers.of_papers(runs)
+        if runs.empty:
+            presets = ", ".join(f"experiment={paper.preset}" for paper in papers.PAPERS)
+            raise UserError(
+                f"No runs of a paper preset in experiment {args.experiment!r}; train one first ({presets})."
+            )
     check_x(runs, args.x)
     # Absolute, so that the downloaded pictures' paths relate to it.
     folder = (Path(args.out) if args.out else default_folder(args.experiment)).resolve()
     lines = write_report(client, runs, args.x, f"{args.experiment}: {selection.description}", uri, folder)
     print("\n".join(f"- {line}" for line in lines))
+    if args.compare_paper:
+        rows = papers.comparison_rows(runs)
+        print(papers.text_table(rows) if rows else "No finished run of a paper preset to compare.")
     if not args.no_log:
         run_id = log_report(client, experiment, selection, args.x, len(runs), folder)
         print(f"logged as run {run_id} in experiment {names.reports_experiment(args.experiment)}")
@@ -159,6 +176,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="the store (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--out", help="the report folder (default: reports/<experiment>-<timestamp>)")
     parser.add_argument("--x", default=LATENT, help=f"the param on the x axis ({LATENT})")
+    parser.add_argument(
+        "--compare-paper",
+        action="store_true",
+        help="print ours-vs-paper for runs of paper presets (alone: every such run of the experiment)",
+    )
     parser.add_argument("--no-log", action="store_true", help="do not log the report as a run in <experiment>-reports")
     return parser.parse_args(argv)
 

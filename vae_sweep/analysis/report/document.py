@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from vae_sweep import names
+from vae_sweep.analysis.report import papers
 from vae_sweep.analysis.report.findings import MISSING, number, setting, short_names
 from vae_sweep.analysis.report.table import (
     EPOCHS,
@@ -63,6 +64,18 @@ def overview(runs: pd.DataFrame, uri: str, x: str, swept: list[str]) -> Section:
 
 def findings_section(lines: list[str]) -> Section:
     return Section("Findings", [Bullets(lines)])
+
+
+def papers_section(rows: list[list[str]]) -> Section:
+    return Section(
+        "Ours against the papers",
+        [
+            "Runs made with a paper's preset (experiment=...), our mean ± std over seeds (their count) beside the "
+            "published value; the notes list every setting in which our runs differ from the paper's protocol.",
+            Bullets(papers.sources()),
+            Table(papers.HEADER, rows, "papers"),
+        ],
+    )
 
 
 def questions_section(kl_lines: list[str], latent_lines: list[str]) -> Section:

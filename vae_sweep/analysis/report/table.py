@@ -87,6 +87,7 @@ def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
         "status": raw["status"],
         "error": _column(raw, f"tags.{names.TAG_ERROR}"),
         "sweep": _column(raw, f"tags.{names.TAG_SWEEP_ID}"),
+        "preset": _column(raw, f"tags.{names.TAG_PRESET}"),
         "start_time": raw["start_time"],
     }
     params = {name.removeprefix("params."): cast_param(raw[name]) for name in raw if name.startswith("params.")}
