@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import REPO, experiment_runs, make_mnist_like, run_cli, training_settings
+from tests.conftest import REPO, experiment_runs, make_mnist_like, run_cli, train_in_process, training_settings
 from vae_sweep.core.data import load
 from vae_sweep.core.model import VAE
 from vae_sweep.core.train import fit
@@ -184,18 +184,15 @@ def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")] == list(range(1, 7))
 
 
-@pytest.mark.slow
 def test_resume_never_forces_a_new_run(workdir):
     for _ in range(2):
-        assert (
-            run_cli(
-                "vae_sweep",
-                "training.epochs=1",
-                "model.hidden=[16]",
-                "training.resume=never",
-                "eval.enabled=false",
-                cwd=workdir,
-            ).returncode
-            == 0
+        train_in_process(
+            workdir, "training.epochs=1", "model.hidden=[16]", "training.resume=never", "eval.enabled=false"
         )
     assert len(runs_of(workdir)[1]) == 2
+
+
+def test_a_finished_point_is_skipped_with_its_final_metrics(workdir):
+    first = train_in_process(workdir, "training.epochs=1", "model.hidden=[16]", "eval.enabled=false")
+    again = train_in_process(workdir, "training.epochs=1", "model.hidden=[16]", "eval.enabled=false")
+    assert again == first and len(runs_of(workdir)[1]) == 1
