@@ -93,3 +93,12 @@ TAG_NOTE = "mlflow.note.content"
 TAG_DATA_MD5 = "data.md5."  # + raw file name
 # Provenance that decides whether a rerun can be expected to match bit for bit.
 PROVENANCE_PREFIXES = ("git.", "version.", TAG_DATA_MD5, TAG_THREADS)
+
+# ---- the model registry ---------------------------------------------------------------------------------------------
+MODELS_SCHEME = "models:/"
+BEST_ALIAS = "best"  # the alias `python -m vae_sweep.registry register` moves to the version it registers
+
+
+def model_uri(name: str, alias: str = BEST_ALIAS) -> str:
+    """What vae_sweep.load_model takes for a registered model's aliased version: 'models:/NAME@best'."""
+    return f"{MODELS_SCHEME}{name}@{alias}"
