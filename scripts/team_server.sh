@@ -15,8 +15,9 @@ fi
 mkdir -p "$1"
 folder="$(cd "$1" && pwd)"
 shift
-if [ ! -e "$folder/basic_auth.db" ] && [ -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ]; then
-  echo "error: $folder holds no accounts yet: set MLFLOW_AUTH_ADMIN_PASSWORD to the admin password to create." >&2
+if [ ! -e "$folder/basic_auth.db" ] && [ "$(printf %s "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" | wc -m)" -lt 12 ]; then
+  echo "error: $folder holds no accounts yet: set MLFLOW_AUTH_ADMIN_PASSWORD to the password of the admin account" \
+    "to create, 12 characters or more (MLflow's rule)." >&2
   exit 1
 fi
 chmod 700 "$folder"
