@@ -86,18 +86,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_mlflow(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
-    """`mlflow server` on a free loopback port, up once /health answers; yields its URI."""
+def serve_mlflow(
+    backend_uri: str, artifacts: Path, log: Path, team_folder: Path | None = None, admin_password: str = ""
+) -> Iterator[str]:
+    """`mlflow server` on a free loopback port, up once /health answers; yields its URI.
+
+    With `team_folder`, the team's server that asks for a login, started as the README says
+    (scripts/team_server.sh, its accounts in that folder, the admin's password `admin_password`).
+    """
     port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
+    options = [
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--backend-store-uri", backend_uri,
+        "--artifacts-destination", str(artifacts),
     ]  # fmt: skip
+    if team_folder is None:
+        command, env = [sys.executable, "-m", "mlflow", "server", *options], None
+    else:
+        command = ["bash", str(REPO / "scripts" / "team_server.sh"), str(team_folder), *options]
+        env = dict(os.environ, PYTHON=sys.executable, MLFLOW_AUTH_ADMIN_PASSWORD=admin_password)
     uri = f"http://127.0.0.1:{port}"
     with open(log, "w") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             try:
                 urllib.request.urlopen(f"{uri}/health", timeout=2).close()

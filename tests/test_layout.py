@@ -16,7 +16,7 @@ PACKAGE = REPO / "vae_sweep"
 
 # Layer of each part of vae_sweep; a module may import its own layer and the layers listed for it.
 # The foundations (config, names, errors) are importable from everywhere and import nothing above them.
-ENTRY = {"__init__", "__main__", "cli", "report", "reproduce"}
+ENTRY = {"__init__", "__main__", "cli", "registry", "report", "reproduce"}
 ALLOWED = {
     "foundation": {"foundation"},
     "core": {"foundation", "core"},

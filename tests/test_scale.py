@@ -100,14 +100,19 @@ def test_postgres_is_found_in_debians_versioned_folders_or_reported_missing(tmp_
 
 @pytest.fixture(scope="module")
 def team_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """An MLflow server backed by PostgreSQL, as a team would run it; yields its URI and artifact folder."""
+    """The team's MLflow server as the README starts it: backed by PostgreSQL, asking for a login, which every job
+    started from here gives as the admin. Yields its URI and artifact folder."""
     reason = postgres.unavailable_reason()
     if reason:
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("team-server")
+    password = "admin-pass-5b8d"
     with postgres.postgres_server(free_port(), "mlflow") as database:
-        with serve_mlflow(database, folder / "artifacts", folder / "server.log") as uri:
-            yield uri, folder / "artifacts"
+        with serve_mlflow(database, folder / "artifacts", folder / "server.log", folder / "accounts", password) as uri:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+                patch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+                yield uri, folder / "artifacts"
 
 
 def sweep(workdir: Path, server: str, experiment: str, *overrides: str) -> subprocess.CompletedProcess:

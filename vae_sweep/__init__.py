@@ -3,8 +3,8 @@
 __version__ = "0.1.0"
 
 
-def load_model(run_id_or_path, tracking_uri=None):
-    """A trained VAE and its resolved config, from an MLflow run id or a checkpoint file."""
+def load_model(source, tracking_uri=None):
+    """A trained VAE and its resolved config, from a checkpoint file, an MLflow run id or "models:/NAME@best"."""
     from vae_sweep.jobs.checkpoint import load_model as load
 
-    return load(run_id_or_path, tracking_uri)
+    return load(source, tracking_uri)

@@ -110,3 +110,13 @@ FIG_RATE_DISTORTION = "rate_distortion.png"
 def reports_experiment(experiment: str) -> str:
     """The experiment that holds the reports on `experiment`'s runs, one run per report."""
     return f"{experiment}-reports"
+
+
+# ---- the model registry ---------------------------------------------------------------------------------------------
+MODELS_SCHEME = "models:/"
+BEST_ALIAS = "best"  # the alias `python -m vae_sweep.registry register` moves to the version it registers
+
+
+def model_uri(name: str, alias: str = BEST_ALIAS) -> str:
+    """What vae_sweep.load_model takes for a registered model's aliased version: 'models:/NAME@best'."""
+    return f"{MODELS_SCHEME}{name}@{alias}"

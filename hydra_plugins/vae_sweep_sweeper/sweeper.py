@@ -2,6 +2,8 @@
 
 - Every sweep point is composed *and range-checked* before the first job starts, so a typo in the last
   value of a grid fails in a second instead of after hours of training.
+- The MLflow store and experiment are created once, before parallel jobs would race to create them; a server that
+  is unreachable or refuses the user's credentials stops the sweep there, in one error, rather than in every job.
 - A failed job does not stop the sweep: the remaining jobs run, and the sweep ends with a summary of the
   failed jobs and a non-zero exit. A job submitit lost (killed outright) counts as failed too (killed_jobs.py).
 """
@@ -13,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
@@ -20,6 +23,7 @@ from omegaconf import OmegaConf
 from hydra_plugins.vae_sweep_sweeper.killed_jobs import killed_job, killed_jobs_as_failures
 from vae_sweep.config import validate
 from vae_sweep.errors import ConfigError, UserError
+from vae_sweep.tracking.store import connect
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,14 @@ class VaeSweeper(BasicSweeper):
         if problems:
             raise ConfigError("\n".join(problems))
 
+    def prepare_tracking_store(self) -> None:
+        # Not a Hydra callback: Hydra turns a callback's exception into a warning and starts the jobs anyway.
+        HydraConfig.instance().set_config(self.config)  # the tracking URI interpolates Hydra's launch directory
+        tracking = self.config.tracking
+        if tracking.enabled:
+            connect(tracking.uri, tracking.experiment, tracking.artifact_root)
+            log.info(f"MLflow experiment {tracking.experiment!r} ready at {tracking.uri}")
+
     def killed_job(self, overrides: Sequence[str], job_num: int, error: Exception) -> JobReturn:
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         return killed_job(config, overrides, job_num, error)
@@ -70,6 +82,7 @@ class VaeSweeper(BasicSweeper):
         # Validate every batch before any job runs, not batch by batch.
         for batch in self.overrides:
             self.validate_batch_is_legal(batch)
+        self.prepare_tracking_store()
 
         returns: List[Sequence[JobReturn]] = []
         initial_job_idx = 0

@@ -6,10 +6,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
 from vae_sweep.core.io import save_atomically
 from vae_sweep.core.model import VAE, build_model
+from vae_sweep.errors import UserError
 
 
 def save(model: VAE, config: dict, path: Path, **extra) -> None:
@@ -25,17 +28,32 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VA
     return model.eval(), checkpoint["config"]
 
 
-def load_model(run_id_or_path: str | Path, tracking_uri: str | None = None) -> tuple[VAE, dict]:
-    """`load_model("<run id>")` or `load_model("multirun/.../0/checkpoint.pt")`: the model and its config."""
-    if Path(run_id_or_path).exists():
-        return load(run_id_or_path)
-    from mlflow.tracking import MlflowClient
+def registered_run(client: MlflowClient, uri: str) -> str:
+    """The run a registered model version was made from: 'models:/NAME@ALIAS' or 'models:/NAME/VERSION'."""
+    name, at, alias = uri.removeprefix(names.MODELS_SCHEME).partition("@")
+    name, slash, version = name.partition("/")
+    try:
+        if at:
+            return client.get_model_version_by_alias(name, alias).run_id
+        if slash:
+            return client.get_model_version(name, version).run_id
+    except MlflowException as error:
+        raise UserError(
+            f"No model version {uri} in the registry of {client.tracking_uri} ({error.message}); register one with "
+            "`python -m vae_sweep.registry register NAME`, or pass tracking_uri."
+        ) from None
+    raise UserError(f"{uri} names no version: write {names.model_uri(name)} or {names.MODELS_SCHEME}{name}/1.")
 
+
+def load_model(source: str | Path, tracking_uri: str | None = None) -> tuple[VAE, dict]:
+    """The model and its config, from a checkpoint file ("multirun/.../0/checkpoint.pt"), a run id, or a
+    registered model version ("models:/NAME@best")."""
+    if Path(source).exists():
+        return load(source)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run_id = registered_run(client, str(source)) if str(source).startswith(names.MODELS_SCHEME) else str(source)
     with tempfile.TemporaryDirectory() as folder:
-        local = MlflowClient(tracking_uri=tracking_uri).download_artifacts(
-            str(run_id_or_path), f"{names.ARTIFACT_CHECKPOINT}/{names.CHECKPOINT}", folder
-        )
-        return load(local)
+        return load(client.download_artifacts(run_id, f"{names.ARTIFACT_CHECKPOINT}/{names.CHECKPOINT}", folder))
 
 
 def training_state(

@@ -12,7 +12,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
-from vae_sweep.tracking.store import Store
+from vae_sweep.tracking.store import Store, refusals_explained
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,12 @@ def tracked_run(
     if store is None:
         yield NullTracker()
         return
-    if resume_run_id is None:
-        tracker = MlflowTracker.start(store.client, store.experiment_id, run_name, params, tags)
-    else:
-        tracker = MlflowTracker.reopen(store.client, resume_run_id, tags)
+    # A user signed in with only READ on the experiment is refused here, before the run exists.
+    with refusals_explained(store.client.tracking_uri):
+        if resume_run_id is None:
+            tracker = MlflowTracker.start(store.client, store.experiment_id, run_name, params, tags)
+        else:
+            tracker = MlflowTracker.reopen(store.client, resume_run_id, tags)
     log.info(f"MLflow run {tracker.run_id} ({run_name}){' resumed' if resume_run_id else ''}")
     try:
         yield tracker

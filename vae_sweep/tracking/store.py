@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from filelock import FileLock
+from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -33,6 +35,40 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             f"tracking.uri={uri} is unreachable ({reason}). Start the server, fix tracking.uri or "
             "MLFLOW_TRACKING_URI, or run with tracking.enabled=false."
         ) from None
+
+
+def check_signed_in(client: MlflowClient, uri: str) -> None:
+    """Fail with one message when the server refuses this user: /health answers anyone, so ask for an experiment."""
+    if is_remote(uri):
+        with refusals_explained(uri):
+            client.search_experiments(max_results=1)
+
+
+@contextmanager
+def refusals_explained(uri: str) -> Iterator[None]:
+    """A server's 401 or 403 becomes the UserError that names the credential variables; other errors pass on."""
+    try:
+        yield
+    except MlflowException as error:
+        status = error.get_http_status_code()
+        user = MLFLOW_TRACKING_USERNAME.get()
+        variables = f"{MLFLOW_TRACKING_USERNAME.name} and {MLFLOW_TRACKING_PASSWORD.name}"
+        if status == 401 and not (user and MLFLOW_TRACKING_PASSWORD.get()):
+            raise UserError(
+                f"tracking.uri={uri} requires a login (HTTP 401): set {variables} to your account on that server "
+                "(its admin creates one), or run with tracking.enabled=false."
+            ) from None
+        if status == 401:
+            raise UserError(
+                f"tracking.uri={uri} refused the login of user {user!r} (HTTP 401): check {variables}, or ask the "
+                "server's admin to create or reset that account."
+            ) from None
+        if status == 403:
+            raise UserError(
+                f"tracking.uri={uri} does not allow user {user!r} this (HTTP 403: {error.message}); ask the "
+                f"server's admin for EDIT permission, or set {variables} to another account."
+            ) from None
+        raise
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
@@ -59,13 +95,20 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def signed_in_client(uri: str) -> MlflowClient:
+    """A client on a store that answers and, on a server with logins, accepts this user's credentials."""
+    check_reachable(uri)
+    client = MlflowClient(uri)
+    check_signed_in(client, uri)
+    return client
+
+
 def existing_store(uri: str, hint: str) -> MlflowClient:
     """A client on a store that must exist already: MlflowClient would create an empty database rather than fail."""
-    check_reachable(uri)
     database = _sqlite_file(uri)
     if database is not None and not database.is_file():
         raise UserError(f"No MLflow store at {uri}; {hint}")
-    return MlflowClient(uri)
+    return signed_in_client(uri)
 
 
 def _creation_lock(uri: str) -> FileLock | nullcontext:
@@ -79,11 +122,11 @@ def _creation_lock(uri: str) -> FileLock | nullcontext:
 
 def connect(uri: str, experiment: str, artifact_root: str | None) -> tuple[MlflowClient, str]:
     """A client on the store (created if new) and the experiment id."""
-    check_reachable(uri)
     with _creation_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
+        client = signed_in_client(uri)
         # A tracking server decides where artifacts go (its --artifacts-destination), not each client.
-        return client, ensure_experiment(client, experiment, None if is_remote(uri) else artifact_root)
+        with refusals_explained(uri):
+            return client, ensure_experiment(client, experiment, None if is_remote(uri) else artifact_root)
 
 
 def fail_orphaned_run(tracking_cfg, sweep_id: str, job: int, reason: str) -> str | None:
