@@ -77,7 +77,7 @@ def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
     path = tmp_path / "state.pt"
 
     def save(history):
-        checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, history), path)
+        checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, history, []), path)
 
     fit(model, optimizer, train, test, training_settings(epochs=1), Discard(), generator=generator, on_epoch_end=save)
     torch.manual_seed(123)  # whatever the new process's RNG holds must not matter
