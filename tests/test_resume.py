@@ -88,6 +88,16 @@ def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
     assert without_time(resumed) == without_time(straight)
 
 
+def test_the_per_dimension_kl_history_travels_with_the_resumable_state(tmp_path):
+    model, optimizer, generator = fresh()
+    path = tmp_path / "state.pt"
+    checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, [{}], [[0.5, 0.0, 2.0]]), path)
+    assert checkpoint.restored_kl_history(checkpoint.load_state(path)) == [[0.5, 0.0, 2.0]]
+    assert checkpoint.restored_kl_history(None) == []
+    older = {key: value for key, value in checkpoint.load_state(path).items() if key != "kl_per_dim_history"}
+    assert checkpoint.restored_kl_history(older) == []
+
+
 @pytest.fixture
 def slow_data(tmp_path_factory):
     """Big enough that an epoch lasts long enough to interrupt a job in the middle."""

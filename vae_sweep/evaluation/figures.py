@@ -186,24 +186,20 @@ def kl_per_dim_history(kl: Tensor, path: Path | str) -> Path:
     path = Path(path)
     kl = kl.detach().cpu().float()
     epochs, latent = kl.shape
-    ranked = kl[:, kl[-1].argsort(descending=True)].T.numpy()
-    with saved_figure(
-        path, figsize=(max(6.0, min(14.0, 0.05 * epochs + 5)), max(3.5, min(12.0, 0.06 * latent + 3)))
-    ) as (
-        fig,
-        ax,
-    ):
-        image = ax.imshow(
-            ranked,
-            aspect="auto",
-            cmap="viridis",
-            interpolation="nearest",
-            extent=(0.5, epochs + 0.5, latent + 0.5, 0.5),
-        )
+    order = kl[-1].argsort(descending=True)
+    width = max(6.0, min(14.0, 0.05 * epochs + 5))
+    height = max(3.5, min(12.0, 0.06 * latent + 3))
+    with saved_figure(path, figsize=(width, height)) as (fig, ax):
+        extent = (0.5, epochs + 0.5, latent + 0.5, 0.5)
+        image = ax.imshow(kl[:, order].T.numpy(), aspect="auto", interpolation="nearest", extent=extent)
         fig.colorbar(image, ax=ax, label="KL (nats)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if latent <= 25:  # few enough rows to name each dimension
+            ax.set_yticks(range(1, latent + 1), [f"z{dim + 1}" for dim in order.tolist()])
+            ax.set_ylabel("latent dimension, sorted by final KL")
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel("latent dimension (rank by final KL)")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("latent dimension (rank by final KL)")
         ax.set_title(f"Test-set KL per latent dimension over {epochs} epochs ({latent} dimensions, sorted by final KL)")
     return path
