@@ -50,8 +50,10 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def workdir(tmp_path, tiny_data, monkeypatch) -> Path:
-    """A fresh project root for CLI runs: outputs, multirun/ and mlflow.db land here."""
+    """A fresh project root for CLI runs: outputs, multirun/ and mlflow.db land here; the FID classifier's per-user
+    cache too, rather than in the real user's."""
     monkeypatch.setenv("VAE_SWEEP_DATA_DIR", str(tiny_data))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
 

@@ -5,10 +5,10 @@ import time
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, train_in_process
 from vae_sweep.core.data import Split, load, to_float
 from vae_sweep.core.metrics import frechet_distance, gaussian_statistics, inception_score
-from vae_sweep.evaluation import classifier
+from vae_sweep.evaluation import classifier, quality
 from vae_sweep.evaluation.classifier import (
     SCORING_PASS_CPU,
     SmallCNN,
@@ -165,3 +165,21 @@ def test_reaches_985_percent_on_real_mnist(tmp_path):
     _, accuracy = train_classifier(train, test)
     print(f"classifier: test accuracy {accuracy:.4f} after {time.perf_counter() - start:.0f} s")
     assert accuracy >= 0.985
+
+
+def test_the_cache_is_per_user_and_found_from_another_working_directory(workdir, tmp_path_factory, monkeypatch):
+    scorers = []
+    load_classifier = quality.load_classifier
+    monkeypatch.setattr(quality, "load_classifier", lambda *args: scorers.append(load_classifier(*args)) or scorers[-1])
+    overrides = (
+        "training.epochs=1",
+        "model.hidden=[32]",
+        "eval.samples=200",
+        "eval.iwae_k=2",
+        "tracking.enabled=false",
+    )
+    train_in_process(workdir, *overrides)
+    train_in_process(tmp_path_factory.mktemp("another_project"), *overrides)
+    assert [scorer.newly_trained for scorer in scorers] == [True, False]
+    assert (workdir / "cache" / "vae_sweep" / "classifiers" / "mnist_cnn.pt").exists()  # $XDG_CACHE_HOME
+    assert not (workdir / "classifiers").exists()

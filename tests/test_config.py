@@ -71,7 +71,7 @@ NUMERIC_SETTINGS = [
     "model.latent", "training.epochs", "training.batch_size", "training.eval_batch_size", "training.seed",
     "training.eval_seed", "training.threads", "training.beta", "training.kl_warmup_epochs", "training.grad_clip",
     "training.checkpoint_every", "training.heartbeat_timeout_s", "optimizer.lr", "optimizer.weight_decay",
-    "optimizer.momentum",
+    "optimizer.momentum", "optimizer.schedule_pass_scale",
 ]  # fmt: skip
 
 
@@ -85,3 +85,32 @@ def test_every_numeric_setting_rejects_text(key):
 def test_every_bounded_numeric_setting_rejects_out_of_range(key):
     with pytest.raises(ConfigError, match=rf"Invalid value for {key}: "):
         validate(compose_config(f"{key}=-5"))
+
+
+def test_examples_parity_is_pytorch_examples_vae():
+    cfg = compose_config("experiment=examples_parity")
+    validate(cfg)
+    assert (list(cfg.model.hidden), cfg.model.latent, cfg.model.activation.value) == ([400], 20, "relu")
+    assert (cfg.optimizer.name.value, cfg.optimizer.lr, cfg.optimizer.schedule.value) == ("adam", 1e-3, "constant")
+    assert (cfg.training.batch_size, cfg.training.epochs, cfg.data.binarize.value) == (128, 10, "none")
+
+
+def test_burda_vae_is_the_papers_baseline():
+    cfg = compose_config("experiment=burda_vae")
+    validate(cfg)
+    assert (list(cfg.model.hidden), cfg.model.latent, cfg.model.activation.value) == ([200, 200], 50, "tanh")
+    assert (cfg.data.binarize.value, cfg.training.batch_size, cfg.eval.iwae_k) == ("dynamic", 20, 5000)
+    assert (cfg.optimizer.schedule.value, cfg.optimizer.lr, cfg.training.epochs) == ("burda", 1e-3, 3280)
+
+
+def test_a_shortened_burda_schedule_is_allowed_and_recorded():
+    overrides = ("experiment=burda_vae", "optimizer.schedule_pass_scale=0.1", "training.epochs=330")
+    cfg = compose_config(*overrides, "paths.output_dir=/tmp/job")
+    validate(cfg)
+    assert flatten(to_container(cfg))["optimizer.schedule_pass_scale"] == 0.1
+
+
+@pytest.mark.parametrize("overrides", [("training.epochs=100",), ("optimizer.schedule_pass_scale=0.1",)])
+def test_a_schedule_and_an_epoch_count_that_disagree_name_both(overrides):
+    with pytest.raises(ConfigError, match=r"training.epochs: .*allowed: (330|3280), the passes of optimizer.schedule"):
+        validate(compose_config("experiment=burda_vae", *overrides))

@@ -2,10 +2,21 @@ import hashlib
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torchvision import datasets
 
 from tests.conftest import make_mnist_like
-from vae_sweep.core.data import Split, batch_indices, binarize_split, file_md5s, load, raw_folder, to_float
+from vae_sweep.config import Binarize, DataConfig
+from vae_sweep.core.data import (
+    Split,
+    batch_indices,
+    binarize_split,
+    file_md5s,
+    load,
+    prepare_data,
+    raw_folder,
+    to_float,
+)
 from vae_sweep.errors import UserError
 
 
@@ -104,3 +115,37 @@ def test_md5s_cover_the_four_files(tiny_data):
     assert len(sums) == 4
     for filename, digest in sums.items():
         assert digest == hashlib.md5((raw_folder("mnist", tiny_data) / filename).read_bytes()).hexdigest()
+
+
+def prepared(tiny_data, binarize: str, seed: int):
+    data_cfg = OmegaConf.structured(DataConfig(root=str(tiny_data), binarize=Binarize(binarize), download=False))
+    return prepare_data(data_cfg, torch.device("cpu"), seed)
+
+
+def test_the_binarized_test_set_depends_on_neither_the_seed_nor_the_mode(tiny_data):
+    fixed0, fixed1, dynamic1 = (
+        prepared(tiny_data, mode, seed) for mode, seed in (("fixed", 0), ("fixed", 1), ("dynamic", 1))
+    )
+    assert torch.equal(fixed0.test.images, fixed1.test.images) and torch.equal(fixed0.test.images, dynamic1.test.images)
+    assert set(fixed0.test.images.unique().tolist()) == {0, 255}
+    assert not torch.equal(fixed0.train.images, fixed1.train.images)  # the training draw is the seed's
+
+
+def test_binarized_modes_evaluate_train_and_train_the_classifier_on_seed_free_copies(tiny_data):
+    fixed0, fixed1, dynamic0, dynamic1 = (
+        prepared(tiny_data, mode, seed) for mode in ("fixed", "dynamic") for seed in (0, 1)
+    )
+    # Dynamic training draws each batch afresh from grey levels; its train-side numbers use one fixed draw.
+    assert not torch.equal(dynamic0.train.images, dynamic0.train_eval.images)
+    assert set(dynamic0.train_eval.images.unique().tolist()) == {0, 255}
+    assert torch.equal(dynamic0.train_eval.images, dynamic1.train_eval.images)
+    # Fixed mode evaluates train on what it trained on.
+    assert fixed0.train_eval is fixed0.train
+    for data in (fixed1, dynamic0, dynamic1):
+        assert torch.equal(data.classifier_train.images, fixed0.classifier_train.images)
+
+
+def test_grey_levels_use_the_same_split_everywhere(tiny_data):
+    data = prepared(tiny_data, "none", 0)
+    assert data.train is data.train_eval is data.classifier_train
+    assert data.test.images.dtype == torch.uint8 and len(set(data.test.images.unique().tolist())) > 2

@@ -175,6 +175,19 @@ def test_kl_per_dim_widens_with_the_number_of_dimensions(tmp_path):
     assert widths[1] > widths[0]
 
 
+def test_kl_history_heatmap_ranks_dimensions_by_final_kl(tmp_path, monkeypatch):
+    shown = []
+    original = figures.plt.Axes.imshow
+    monkeypatch.setattr(
+        figures.plt.Axes, "imshow", lambda ax, data, **kw: shown.append(data) or original(ax, data, **kw)
+    )
+    kl = torch.tensor([[0.0, 1.0, 2.0], [0.5, 3.0, 0.1], [0.2, 4.0, 0.0]])  # epochs x dimensions
+    picture = read_png(figures.kl_per_dim_history(kl, tmp_path / "kl_per_dim_history.png"))
+    assert picture.shape[0] > 100 and picture.shape[1] > 100
+    # Rows: dimension 2 (final KL 4), then 1 (0.2), then 3 (0); columns: epochs.
+    np.testing.assert_allclose(shown[0], [[1.0, 3.0, 4.0], [0.0, 0.5, 0.2], [2.0, 0.1, 0.0]])
+
+
 def test_a_figure_that_fails_is_closed_and_not_written(tmp_path):
     def decode(z):
         raise RuntimeError("decoder broke")

@@ -7,6 +7,7 @@ from vae_sweep.core.metrics import (
     active_units,
     frechet_distance,
     inception_score,
+    inception_score_splits,
     iwae_bound,
     kl_per_dimension,
     posterior_means,
@@ -142,3 +143,14 @@ def test_grey_levels_give_the_bound_and_means_of_their_floats(small_vae):
     assert iwae_bound(small_vae, grey, k=7, batch_size=8) == iwae_bound(small_vae, floats, k=7, batch_size=8)
     for got, expected in zip(posterior_means(small_vae, grey, 7), posterior_means(small_vae, floats, 7), strict=True):
         assert torch.equal(got, expected)
+
+
+def test_inception_score_splits_give_the_mean_and_deviation_of_each_parts_score():
+    # Split j uses m_j classes evenly and confidently, so its score is m_j: means and deviation known in closed form.
+    used = [1, 2, 5, 10, 10, 5, 2, 1, 10, 10]
+    parts = [torch.eye(10)[torch.arange(10) % m] for m in used]
+    mean, std = inception_score_splits(torch.cat(parts))
+    expected = torch.tensor(used, dtype=torch.float64)
+    assert mean == pytest.approx(expected.mean().item())
+    assert std == pytest.approx(expected.std(correction=0).item())
+    assert inception_score_splits(torch.eye(10)[torch.arange(100) % 10]) == pytest.approx((10.0, 0.0))

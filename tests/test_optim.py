@@ -2,9 +2,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vae_sweep.config import OptimizerConfig, OptimizerName
+from vae_sweep.config import OptimizerConfig, OptimizerName, Schedule
 from vae_sweep.core.model import VAE
-from vae_sweep.core.optim import build_optimizer, stepper
+from vae_sweep.core.optim import build_optimizer, lr_schedule, stepper
+from vae_sweep.schedule import burda_lr, burda_stage_passes
 
 
 def twin_models(**adam_options):
@@ -77,3 +78,28 @@ def test_build_optimizer_follows_the_config():
     sgd = build_optimizer(model, node)
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["lr"] == 0.01
+
+
+def test_burda_schedule_runs_3_to_the_i_passes_at_a_seventh_of_a_decade_less_each():
+    lr = 1e-3
+    stage = lambda i: lr * 10 ** (-i / 7)  # noqa: E731
+    # Stages end after 1, 4, 13, 40, 121, 364, 1093 and 3280 passes.
+    expected = {1: 0, 2: 1, 4: 1, 5: 2, 13: 2, 14: 3, 1093: 6, 1094: 7, 3280: 7}
+    for epoch, i in expected.items():
+        assert burda_lr(epoch, lr) == pytest.approx(stage(i), rel=1e-12), epoch
+    assert burda_lr(3280, lr) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="past the schedule's 3280 passes"):
+        burda_lr(3281, lr)
+
+
+def test_a_shortened_burda_schedule_keeps_every_rate_with_fewer_passes():
+    assert burda_stage_passes(1.0) == [1, 3, 9, 27, 81, 243, 729, 2187]
+    assert burda_stage_passes(0.1) == [1, 1, 1, 3, 8, 24, 73, 219]
+    decades = [round(burda_lr(epoch, 1.0, 0.1) ** -7) for epoch in (1, 2, 3, 4, 6, 7, 330)]
+    assert decades == [1, 10, 100, 1000, 1000, 10**4, 10**7]
+
+
+def test_lr_schedule_follows_the_config():
+    assert lr_schedule(OmegaConf.structured(OptimizerConfig())) is None
+    burda = OmegaConf.structured(OptimizerConfig(lr=2e-3, schedule=Schedule.burda, schedule_pass_scale=0.1))
+    assert lr_schedule(burda)(330) == pytest.approx(2e-4)

@@ -77,7 +77,7 @@ def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
     path = tmp_path / "state.pt"
 
     def save(history):
-        checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, history), path)
+        checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, history, []), path)
 
     fit(model, optimizer, train, test, training_settings(epochs=1), Discard(), generator=generator, on_epoch_end=save)
     torch.manual_seed(123)  # whatever the new process's RNG holds must not matter
@@ -86,6 +86,16 @@ def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
     settings = training_settings(epochs=3)
     resumed = fit(model, optimizer, train, test, settings, Discard(), generator=generator, history=history)
     assert without_time(resumed) == without_time(straight)
+
+
+def test_the_per_dimension_kl_history_travels_with_the_resumable_state(tmp_path):
+    model, optimizer, generator = fresh()
+    path = tmp_path / "state.pt"
+    checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, [{}], [[0.5, 0.0, 2.0]]), path)
+    assert checkpoint.restored_kl_history(checkpoint.load_state(path)) == [[0.5, 0.0, 2.0]]
+    assert checkpoint.restored_kl_history(None) == []
+    older = {key: value for key, value in checkpoint.load_state(path).items() if key != "kl_per_dim_history"}
+    assert checkpoint.restored_kl_history(older) == []
 
 
 @pytest.fixture

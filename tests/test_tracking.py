@@ -6,12 +6,14 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli, serve_mlflow, train_in_process
-from vae_sweep import load_model
+from vae_sweep import load_model, names
 from vae_sweep.errors import UserError
 from vae_sweep.tracking.runs import tracked_run
 from vae_sweep.tracking.store import check_reachable, connect, open_store
 
-FIGURES = {"losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png"}
+FIGURES = {
+    "losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png", "kl_per_dim_history.png"
+}  # fmt: skip
 EPOCH_METRICS = [
     "train/recon",
     "train/kl",
@@ -19,7 +21,10 @@ EPOCH_METRICS = [
     "test/recon",
     "test/kl",
     "test/loss",
+    "test/elbo",
+    "active_units",
     "kl_weight",
+    "lr",
     "epoch_time_s",
 ]
 
@@ -90,13 +95,14 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, epochs + 1)), key
     assert "final/test/loss" in run.data.metrics
     if any(key.startswith("quality/") for key in run.data.metrics):
-        assert {"quality/iwae_nll", "quality/active_units", "quality/fid", "quality/train_test_gap"} <= set(
+        assert {"quality/iwae_bound", "quality/active_units", "quality/fid", "quality/train_test_gap"} <= set(
             run.data.metrics
         )
     figures = {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "figures")}
     assert FIGURES <= figures
     assert {a.path for a in client.list_artifacts(run_id, "hydra")} >= {"hydra/config.yaml", "hydra/overrides.yaml"}
-    assert {a.path for a in client.list_artifacts(run_id)} >= {"config_resolved.yaml", "checkpoint", "history.csv"}
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert artifacts >= {"config_resolved.yaml", "checkpoint", "history.csv", "kl_per_dim_history.csv"}
     for tag in ("sweep.id", "sweep.job", "hydra.overrides", "git.commit", "host", "version.torch"):
         assert tag in run.data.tags
 
@@ -118,7 +124,10 @@ def test_multirun_leaves_one_complete_run_per_job(workdir):
     for run in runs:
         check_complete_run(client, run, epochs=2)
         assert run.data.metrics["quality/iwae_k"] == 5
-        assert 0 < run.data.metrics["quality/iwae_nll"] <= run.data.metrics["final/test/loss"] + 1e-3
+        # Grey levels: -L_k is a bound in nats but no likelihood, so it is not called an NLL.
+        assert "quality/iwae_nll" not in run.data.metrics
+        assert 0 < run.data.metrics["quality/iwae_grey_bound_nats"] <= run.data.metrics["final/test/loss"] + 1e-3
+        assert run.data.metrics["quality/iwae_images"] == 200 and run.data.metrics["quality/samples"] == 200
         assert run.data.metrics["quality/active_units"] <= int(run.data.params["model.latent"])
         assert len([t for t in run.data.tags if t.startswith("data.md5.")]) == 4
     manifold_runs = [
@@ -216,3 +225,16 @@ def test_unreachable_tracking_uri_stops_before_training(workdir):
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: tracking.uri={uri} is unreachable")
     assert not list(workdir.glob("outputs/*/*/history.csv"))
+
+
+def test_only_a_binarized_job_calls_its_bound_an_nll(workdir):
+    settings = ("training.epochs=1", "model.hidden=[16]", "eval.sample_quality=false", "eval.iwae_k=3")
+    binarized = train_in_process(workdir, *settings, "data.binarize=dynamic", "tracking.enabled=false")
+    assert binarized["quality/iwae_nll"] == -binarized["quality/iwae_bound"]
+    assert "quality/iwae_grey_bound_nats" not in binarized and binarized["quality/iwae_k"] == 3
+
+
+def test_old_grey_level_runs_read_under_todays_names():
+    old = {"quality/iwae_nll": 80.0, "quality/iwae_bound": -80.0}
+    assert names.renamed_metrics(old, "none") == {"quality/iwae_grey_bound_nats": 80.0, "quality/iwae_bound": -80.0}
+    assert names.renamed_metrics(old, "dynamic") == old

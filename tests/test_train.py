@@ -2,9 +2,11 @@ import pytest
 import torch
 
 from tests.conftest import training_settings
+from vae_sweep import names
 from vae_sweep.core.data import Split, load
+from vae_sweep.core.metrics import active_units, kl_per_dimension, posterior_means
 from vae_sweep.core.model import VAE
-from vae_sweep.core.train import evaluate, fit, kl_weight
+from vae_sweep.core.train import evaluate, evaluate_with_posterior, fit, kl_weight
 from vae_sweep.errors import NonFiniteLoss
 
 
@@ -16,13 +18,14 @@ class Recorder:
         self.epochs.append((epoch, metrics))
 
 
-def train_once(tiny_data, **changes):
+def train_once(tiny_data, lr_at=None, on_posterior=None, **changes):
     torch.manual_seed(0)
     train, test = load("mnist", tiny_data, download=False)
     model = VAE(latent=3, hidden=[64])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     recorder = Recorder()
-    history = fit(model, optimizer, train, test, training_settings(**changes), recorder)
+    settings = training_settings(**changes)
+    history = fit(model, optimizer, train, test, settings, recorder, lr_at=lr_at, on_posterior=on_posterior)
     return history, recorder, model
 
 
@@ -34,8 +37,7 @@ def test_kl_weight_ramps_linearly_then_holds():
 def test_fit_reports_every_epoch_and_learns(tiny_data):
     history, recorder, _ = train_once(tiny_data)
     assert [epoch for epoch, _ in recorder.epochs] == [1, 2, 3]
-    keys = {"train/recon", "train/kl", "train/loss", "test/recon", "test/kl", "test/loss", "kl_weight", "epoch_time_s"}
-    assert set(recorder.epochs[0][1]) == keys
+    assert list(recorder.epochs[0][1]) == list(names.EPOCH_METRICS)
     assert history[-1]["test/loss"] < history[0]["test/loss"]
     for row in history:
         assert row["train/loss"] == pytest.approx(row["train/recon"] + row["train/kl"], rel=1e-5)
@@ -90,3 +92,39 @@ def test_non_finite_loss_stops_with_epoch_and_batch(tiny_data):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     with pytest.raises(NonFiniteLoss, match=r"epoch 1, batch 1 of 10"):
         fit(model, optimizer, train, test, training_settings(), Recorder())
+
+
+def test_with_beta_the_test_elbo_weighs_the_kl_by_one(tiny_data):
+    history, _, _ = train_once(tiny_data, beta=4.0, epochs=1)
+    row = history[0]
+    assert row["test/loss"] == pytest.approx(row["test/recon"] + 4.0 * row["test/kl"], rel=1e-5)
+    assert row[names.TEST_ELBO] == pytest.approx(row["test/recon"] + row["test/kl"], rel=1e-6)
+
+
+def test_each_epoch_sets_and_records_the_scheduled_learning_rate(tiny_data):
+    rates = {1: 1e-2, 2: 1e-3, 3: 1e-4}
+    history, _, _ = train_once(tiny_data, lr_at=rates.__getitem__)
+    assert [row[names.LR] for row in history] == [1e-2, 1e-3, 1e-4]
+    unscheduled, _, _ = train_once(tiny_data, epochs=1)
+    assert unscheduled[0][names.LR] == 1e-3
+
+
+def test_latent_usage_per_epoch_is_what_a_separate_encoder_pass_gives(tiny_data):
+    seen = []
+    history, _, model = train_once(tiny_data, on_posterior=lambda epoch, posterior: seen.append((epoch, posterior)))
+    assert [epoch for epoch, _ in seen] == [1, 2, 3]
+    _, test = load("mnist", tiny_data, download=False)
+    means, logvars = posterior_means(model, test.images)
+    final = seen[-1][1]
+    torch.testing.assert_close(final.means, means)
+    torch.testing.assert_close(final.kl_per_dim, kl_per_dimension(means, logvars))
+    assert history[-1][names.ACTIVE_UNITS] == active_units(means)
+    assert final.kl_per_dim.sum().item() == pytest.approx(history[-1]["test/kl"], rel=1e-5)
+
+
+def test_evaluate_is_evaluate_with_posterior_without_it(tiny_data):
+    _, test = load("mnist", tiny_data, download=False)
+    model = VAE(latent=3, hidden=[64])
+    terms, posterior = evaluate_with_posterior(model, test, 64, seed=5)
+    assert terms == evaluate(model, test, 64, seed=5)
+    assert posterior.means.shape == (len(test), 3) and posterior.kl_per_dim.shape == (3,)

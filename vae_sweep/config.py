@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from vae_sweep import schedule
 from vae_sweep.errors import ConfigError
 
 
@@ -31,6 +32,11 @@ class Binarize(Enum):
 class Resume(Enum):
     auto = "auto"
     never = "never"
+
+
+class Schedule(Enum):
+    constant = "constant"
+    burda = "burda"
 
 
 class OptimizerName(Enum):
@@ -62,6 +68,8 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     momentum: float = 0.0
     fused: bool = True
+    schedule: Schedule = Schedule.constant
+    schedule_pass_scale: float = 1.0
 
 
 @dataclass
@@ -158,6 +166,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "optimizer.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "optimizer.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.schedule_pass_scale": (
+        lambda v: math.isfinite(v) and v > 0,
+        "a finite number > 0 (1 is the paper's 3^i passes per stage)",
+    ),
     "eval.iwae_k": (lambda v: v >= 1, "an integer >= 1 (5000 is the literature's setting)"),
     "eval.iwae_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "eval.samples": (lambda v: v >= 2, "an integer >= 2"),
@@ -174,6 +186,22 @@ def validate(cfg: DictConfig) -> None:
         if not test(value):
             shown = list(value) if OmegaConf.is_list(value) else value
             raise ConfigError(f"Invalid value for {key}: {shown!r}; allowed: {allowed}.")
+    _check_schedule_length(cfg)
+
+
+def _check_schedule_length(cfg: DictConfig) -> None:
+    """A stage schedule fixes the number of passes: training.epochs must be that number, not cut or extended."""
+    name = OmegaConf.select(cfg, "optimizer.schedule")
+    epochs = OmegaConf.select(cfg, "training.epochs")
+    if name is None or epochs is None:
+        return
+    needed = schedule.epochs(name.value, cfg.optimizer.schedule_pass_scale)
+    if needed is not None and epochs != needed:
+        raise ConfigError(
+            f"Invalid value for training.epochs: {epochs}; allowed: {needed}, the passes of "
+            f"optimizer.schedule={name.value} with optimizer.schedule_pass_scale="
+            f"{cfg.optimizer.schedule_pass_scale:g}."
+        )
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -18,11 +18,23 @@ TRAIN_LOSS = epoch_key("train", "loss")
 TEST_LOSS = epoch_key("test", "loss")
 TEST_RECON = epoch_key("test", "recon")
 TEST_KL = epoch_key("test", "kl")
+# The negative ELBO on the test set, recon + kl: the test loss weighs the KL by training.beta, this by 1.
+TEST_ELBO = epoch_key("test", "elbo")
+# Latent dimensions whose posterior mean varies over the test set by more than 0.01 (Burda et al., 2015).
+ACTIVE_UNITS = "active_units"
 KL_WEIGHT = "kl_weight"
+LR = "lr"
 EPOCH_TIME = "epoch_time_s"
 ACTIVE_UNITS_EPOCH = "test/active_units"  # latent dimensions in use at the end of each epoch
 # Every metric logged once per epoch (step = epoch), in a history row's order.
-EPOCH_METRICS = (*(epoch_key(split, term) for split in SPLITS for term in TERMS), KL_WEIGHT, EPOCH_TIME)
+EPOCH_METRICS = (
+    *(epoch_key(split, term) for split in SPLITS for term in TERMS),
+    TEST_ELBO,
+    ACTIVE_UNITS,
+    KL_WEIGHT,
+    LR,
+    EPOCH_TIME,
+)
 
 # The end of a run: `final/` copies of the last epoch, and the end-of-run evaluation under `quality/`.
 FINAL = "final/"
@@ -41,16 +53,35 @@ QUALITY = "quality/"
 Q_TRAIN_LOSS = "quality/train_loss"
 Q_TEST_LOSS = "quality/test_loss"
 Q_GAP = "quality/train_test_gap"
-Q_IWAE_BOUND = "quality/iwae_bound"
+Q_IWAE_BOUND = "quality/iwae_bound"  # L_k, logged on every run
+# -L_k is a negative log-likelihood bound only on binarized pixels (data.binarize dynamic or fixed). On grey levels it
+# is a Bernoulli cross-entropy bound: a perfect decoder still scores ~45.5 nats on MNIST, so it has its own name.
 Q_IWAE_NLL = "quality/iwae_nll"
-Q_IWAE_K = "quality/iwae_k"
+Q_IWAE_GREY = "quality/iwae_grey_bound_nats"
+Q_IWAE_K = "quality/iwae_k"  # importance samples per image
+Q_IWAE_IMAGES = "quality/iwae_images"  # test images the bound averages over
 Q_ACTIVE_UNITS = "quality/active_units"
 Q_KL_MAX_DIM = "quality/kl_max_dim"
 Q_FID = "quality/fid"
 Q_FID_REFERENCE = "quality/fid_reference"
-Q_IS = "quality/inception_score"
+Q_IS = "quality/inception_score"  # of the whole sample set
+Q_IS_MEAN = "quality/inception_score_mean"  # mean and standard deviation over 10 splits (Salimans et al., 2016)
+Q_IS_STD = "quality/inception_score_std"
+Q_SAMPLES = "quality/samples"  # prior samples the FID and inception scores are of
 Q_IS_REFERENCE = "quality/inception_score_reference"
 Q_CLASSIFIER_ACCURACY = "quality/classifier_accuracy"
+
+# Keys older runs logged under another name: old -> new, for grey-level runs (data.binarize = none) only. Binarized
+# runs' quality/iwae_nll was and is a likelihood bound, so they keep it. Readers of old runs apply renamed_metrics().
+GREY_LEVEL_RENAMES = {Q_IWAE_NLL: Q_IWAE_GREY}
+
+
+def renamed_metrics(metrics: dict[str, float], binarize: str) -> dict[str, float]:
+    """A run's metrics under today's names, given its data.binarize ('none', 'dynamic' or 'fixed')."""
+    if binarize != "none":
+        return dict(metrics)
+    return {GREY_LEVEL_RENAMES.get(key, key): value for key, value in metrics.items()}
+
 
 # ---- files in a job folder, and where they go on the run ------------------------------------------------------------
 HYDRA_DIR = ".hydra"  # Hydra's own folder in a job folder: config.yaml, overrides.yaml, hydra.yaml
@@ -61,6 +92,7 @@ CONFIG_RESOLVED = "config_resolved.yaml"
 FINAL_METRICS = "final_metrics.json"
 PROVENANCE = "provenance.json"
 KL_PER_DIM = "kl_per_dim.json"
+KL_PER_DIM_HISTORY = "kl_per_dim_history.csv"  # the test set's KL per latent dimension, a row per epoch
 ERROR_LOG = "error.log"
 FIGURES = "figures"
 
@@ -77,6 +109,7 @@ FIG_SAMPLES = "samples.png"
 FIG_LATENT_SCATTER = "latent_scatter.png"
 FIG_MANIFOLD = "manifold.png"
 FIG_KL_PER_DIM = "kl_per_dim.png"
+FIG_KL_PER_DIM_HISTORY = "kl_per_dim_history.png"
 
 # ---- run tags -----------------------------------------------------------------------------------------------------
 TAG_SWEEP_ID = "sweep.id"

@@ -182,14 +182,31 @@ def file_md5s(name: str, root: str | os.PathLike) -> dict[str, str]:
     return sums
 
 
-def prepare_data(data_cfg, device: torch.device, seed: int) -> tuple[Split, Split]:
-    """Both splits of a `data` config node on the device, binarized once with a fixed seed where it asks for that."""
+# Seeds of the binarized copies every job evaluates on, whatever training.seed and data.binarize are: the test set,
+# and the copy of the training set that train-side numbers and the FID/IS classifier use in binarized modes.
+EVAL_BINARIZE_SEEDS = {"test": 20151, "train": 20152}
+
+
+@dataclass
+class Data:
+    """The splits of one job, on its device, binarized as its `data` node asks."""
+
+    train: Split  # what batches are drawn from: grey levels in dynamic mode, where each batch is binarized afresh
+    test: Split  # every test number's images: binarized once from EVAL_BINARIZE_SEEDS in both binarized modes
+    train_eval: Split  # the training set as train-side evaluation sees it: the same kind of pixels as test
+    classifier_train: Split  # the FID/IS classifier's training images: the same for every training.seed
+
+
+def prepare_data(data_cfg, device: torch.device, seed: int) -> Data:
+    """A `data` config node's splits on the device; fixed binarization draws the training set from `seed`."""
     train, test = load(data_cfg.name.value, data_cfg.root, data_cfg.download)
     mode = data_cfg.binarize.value
-    generator = torch.Generator().manual_seed(seed)
+    if mode == "none":
+        train, test = train.to(device), test.to(device)
+        return Data(train, test, train, train)
+    test = binarize_split(test, torch.Generator().manual_seed(EVAL_BINARIZE_SEEDS["test"])).to(device)
+    fixed_copy = binarize_split(train, torch.Generator().manual_seed(EVAL_BINARIZE_SEEDS["train"])).to(device)
     if mode == "fixed":
-        train = binarize_split(train, generator)
-    if mode in ("fixed", "dynamic"):
-        # The test set is binarized once in both modes so that test numbers are comparable between epochs.
-        test = binarize_split(test, generator)
-    return train.to(device), test.to(device)
+        trained_on = binarize_split(train, torch.Generator().manual_seed(seed)).to(device)
+        return Data(trained_on, test, trained_on, fixed_copy)
+    return Data(train.to(device), test, fixed_copy, fixed_copy)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.optim.adam import adam
+
+from vae_sweep import schedule
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}
 
@@ -19,6 +22,13 @@ def build_optimizer(model: nn.Module, optimizer_cfg) -> torch.optim.Optimizer:
     if name == "sgd":
         options["momentum"] = optimizer_cfg.momentum
     return OPTIMIZERS[name](model.parameters(), **options)
+
+
+def lr_schedule(optimizer_cfg) -> Callable[[int], float] | None:
+    """Epoch -> learning rate for the `optimizer` node's schedule; None keeps the optimizer's lr throughout."""
+    if optimizer_cfg.schedule.value == schedule.BURDA:
+        return functools.partial(schedule.burda_lr, lr=optimizer_cfg.lr, pass_scale=optimizer_cfg.schedule_pass_scale)
+    return None
 
 
 def _plain_fused_adam(optimizer: torch.optim.Optimizer) -> bool:

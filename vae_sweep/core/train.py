@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
@@ -13,7 +14,8 @@ from tqdm import tqdm
 
 from vae_sweep import names
 from vae_sweep.core.data import Split, batch_indices, binarize
-from vae_sweep.core.model import VAE, loss_terms
+from vae_sweep.core.metrics import active_units
+from vae_sweep.core.model import VAE, kl_per_dim, loss_terms
 from vae_sweep.core.optim import stepper
 from vae_sweep.errors import NonFiniteLoss
 
@@ -79,22 +81,46 @@ def train_epoch(
     return dict(zip(TERMS, totals.tolist(), strict=True))
 
 
-@torch.no_grad()
-def evaluate(model: VAE, split: Split, batch_size: int, seed: int, weight: float = 1.0) -> dict[str, float]:
-    """Each term averaged over the whole split, with the posterior noise drawn from a fixed seed.
+@dataclass
+class Posterior:
+    """What the test evaluation's encoder pass says about latent usage, kept from its batches at no extra pass."""
 
-    The fixed seed makes the numbers comparable between epochs and runs, and leaves the training RNG untouched.
-    """
+    means: Tensor  # (N, latent) posterior means
+    kl_per_dim: Tensor  # (latent,) KL of each dimension averaged over the images, in nats
+
+    @property
+    def active_units(self) -> int:
+        return active_units(self.means)
+
+
+@torch.no_grad()
+def evaluate_with_posterior(
+    model: VAE, split: Split, batch_size: int, seed: int, weight: float = 1.0
+) -> tuple[dict[str, float], Posterior]:
+    """evaluate()'s terms, and the posterior means and per-dimension KL its encoder pass computed."""
     model.eval()
     device = split.images.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         totals = torch.zeros(len(TERMS), device=device)
+        kl_totals = torch.zeros(model.latent, device=device)
+        means = []
         for x in split.chunks(batch_size):
             logits, mu, logvar = model(x)
             terms = loss_terms(x, logits, mu, logvar, weight)
             totals += torch.stack([terms[name] for name in TERMS]) * len(x)
-    return dict(zip(TERMS, (totals / len(split)).tolist(), strict=True))
+            kl_totals += kl_per_dim(mu, logvar).sum(0)
+            means.append(mu)
+    terms = dict(zip(TERMS, (totals / len(split)).tolist(), strict=True))
+    return terms, Posterior(torch.cat(means), kl_totals / len(split))
+
+
+def evaluate(model: VAE, split: Split, batch_size: int, seed: int, weight: float = 1.0) -> dict[str, float]:
+    """Each term averaged over the whole split, with the posterior noise drawn from a fixed seed.
+
+    The fixed seed makes the numbers comparable between epochs and runs, and leaves the training RNG untouched.
+    """
+    return evaluate_with_posterior(model, split, batch_size, seed, weight)[0]
 
 
 def _summary_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
@@ -116,12 +142,16 @@ def fit(
     generator: torch.Generator | None = None,
     history: list[dict[str, float]] | None = None,
     on_epoch_end: Callable[[list[dict[str, float]]], None] | None = None,
+    lr_at: Callable[[int], float] | None = None,
+    on_posterior: Callable[[int, Posterior], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train up to training.epochs epochs; report and return each epoch's train and test terms.
 
     A resumed job passes the batch-order generator and the history restored from its checkpoint and carries on
     after the last epoch in that history. `on_epoch_end` (the checkpoint) runs before the epoch is reported, so
     a report never gets ahead of what a resumed job would know.
+    `lr_at` (epoch -> learning rate) sets the rate of each epoch; `on_posterior` gets each epoch's test posterior
+    (the per-dimension KL history) before the epoch is reported.
     """
     # Adam's moments for weights that never get a gradient (MNIST's blank border pixels) decay into denormal floats,
     # which the CPU handles through slow microcode: ~0.75x the epoch time once flushed, with bitwise-equal histories.
@@ -134,6 +164,9 @@ def fit(
     for epoch in range(len(history) + 1, training.epochs + 1):
         start = time.perf_counter()
         weight = kl_weight(epoch, training.beta, training.kl_warmup_epochs)
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(epoch)
         train_terms = train_epoch(
             model,
             optimizer,
@@ -147,12 +180,20 @@ def fit(
             training.grad_clip,
         )
         # The test loss is the plain ELBO's (weight = beta) so that epochs stay comparable during warm-up.
-        test_terms = evaluate(model, test, training.eval_batch_size, training.eval_seed, training.beta)
+        test_terms, posterior = evaluate_with_posterior(
+            model, test, training.eval_batch_size, training.eval_seed, training.beta
+        )
         metrics = {names.epoch_key("train", term): value for term, value in train_terms.items()}
         metrics.update({names.epoch_key("test", term): value for term, value in test_terms.items()})
+        # With beta != 1 the test loss weighs the KL by beta; the negative ELBO in nats weighs it by 1.
+        metrics[names.TEST_ELBO] = test_terms["recon"] + test_terms["kl"]
+        metrics[names.ACTIVE_UNITS] = posterior.active_units
         metrics[names.KL_WEIGHT] = weight
+        metrics[names.LR] = optimizer.param_groups[0]["lr"]
         metrics[names.EPOCH_TIME] = time.perf_counter() - start
         history.append({"epoch": epoch, **metrics})
+        if on_posterior is not None:
+            on_posterior(epoch, posterior)
         if on_epoch_end is not None:
             on_epoch_end(history)
         sink.log_epoch(epoch, metrics)

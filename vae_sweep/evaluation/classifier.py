@@ -16,7 +16,12 @@ from torch import Tensor, nn
 from vae_sweep.core.data import CHUNK_ROWS, Split, batch_indices, to_float
 from vae_sweep.core.io import save_atomically
 from vae_sweep.core.memory import release_freed_memory
-from vae_sweep.core.metrics import frechet_distance_of_statistics, gaussian_statistics, inception_score
+from vae_sweep.core.metrics import (
+    frechet_distance_of_statistics,
+    gaussian_statistics,
+    inception_score,
+    inception_score_splits,
+)
 from vae_sweep.core.model import IMAGE_SIZE
 
 # Two epochs with a linearly decaying learning rate reach about 98.7-98.8% test accuracy on MNIST;
@@ -212,12 +217,16 @@ def features_and_probs(model: SmallCNN, images: Tensor, batch_size: int | None =
 
 
 def sample_quality(scorer: Scorer, samples: Tensor) -> dict[str, float]:
-    """FID of samples against the test set in the classifier's feature space, and the samples' inception score.
+    """FID of samples against the test set in the classifier's feature space, and the samples' inception score: of
+    the whole set, and the mean and deviation over splits as Salimans et al. (2016) report it.
 
     Both use this dataset's classifier, not Inception-v3, so they compare runs here but not with published FIDs.
     """
     sample_features, sample_probs = features_and_probs(scorer.model, samples)
+    split_mean, split_std = inception_score_splits(sample_probs)
     return {
         "fid": frechet_distance_of_statistics(gaussian_statistics(sample_features), scorer.test_statistics),
         "inception_score": inception_score(sample_probs),
+        "inception_score_mean": split_mean,
+        "inception_score_std": split_std,
     }

@@ -178,3 +178,28 @@ def kl_per_dim(values: Tensor, path: Path | str) -> Path:
             f"Test-set KL per latent dimension (sorted)\ntotal {ranked.sum():.2f} nats over {len(ranked)} dimensions"
         )
     return path
+
+
+def kl_per_dim_history(kl: Tensor, path: Path | str) -> Path:
+    """Test-set KL of each latent dimension (columns of the (epochs, latent) `kl`) over epochs, as a heatmap whose
+    rows are the dimensions sorted by their final KL: collapsed dimensions gather at the bottom."""
+    path = Path(path)
+    kl = kl.detach().cpu().float()
+    epochs, latent = kl.shape
+    order = kl[-1].argsort(descending=True)
+    width = max(6.0, min(14.0, 0.05 * epochs + 5))
+    height = max(3.5, min(12.0, 0.06 * latent + 3))
+    with saved_figure(path, figsize=(width, height)) as (fig, ax):
+        extent = (0.5, epochs + 0.5, latent + 0.5, 0.5)
+        image = ax.imshow(kl[:, order].T.numpy(), aspect="auto", interpolation="nearest", extent=extent)
+        fig.colorbar(image, ax=ax, label="KL (nats)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if latent <= 25:  # few enough rows to name each dimension
+            ax.set_yticks(range(1, latent + 1), [f"z{dim + 1}" for dim in order.tolist()])
+            ax.set_ylabel("latent dimension, sorted by final KL")
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel("latent dimension (rank by final KL)")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"Test-set KL per latent dimension over {epochs} epochs ({latent} dimensions, sorted by final KL)")
+    return path

@@ -9,6 +9,7 @@ import torch
 from filelock import FileLock
 from torch import Tensor
 
+from vae_sweep import names
 from vae_sweep.core import metrics
 from vae_sweep.core.data import Split
 from vae_sweep.core.model import VAE
@@ -22,21 +23,28 @@ def generalisation(model: VAE, train: Split, test: Split, training) -> dict[str,
     """Train and test loss of the final model, evaluated the same way, and their gap (nats)."""
     train_loss = evaluate(model, train, training.eval_batch_size, training.eval_seed, training.beta)["loss"]
     test_loss = evaluate(model, test, training.eval_batch_size, training.eval_seed, training.beta)["loss"]
-    return {
-        "quality/train_loss": train_loss,
-        "quality/test_loss": test_loss,
-        "quality/train_test_gap": test_loss - train_loss,
-    }
+    return {names.Q_TRAIN_LOSS: train_loss, names.Q_TEST_LOSS: test_loss, names.Q_GAP: test_loss - train_loss}
 
 
-def likelihood(model: VAE, test: Split, eval_cfg) -> dict[str, float]:
+def likelihood(model: VAE, test: Split, eval_cfg, binarized: bool) -> dict[str, float]:
+    """The IWAE bound L_k on the test set, with k and the number of images it averages over.
+
+    Only on binary pixels is -L_k a bound on a negative log-likelihood; on grey levels the Bernoulli "likelihood" of
+    a pixel of level 0.5 is at most 1/2 whatever the model, so -L_k is a number of nats with no likelihood behind it,
+    named for that (names.Q_IWAE_GREY).
+    """
     bound = metrics.iwae_bound(model, test.images, eval_cfg.iwae_k, eval_cfg.iwae_batch_size, eval_cfg.seed)
-    return {"quality/iwae_bound": bound, "quality/iwae_nll": -bound, "quality/iwae_k": eval_cfg.iwae_k}
+    return {
+        names.Q_IWAE_BOUND: bound,
+        names.Q_IWAE_NLL if binarized else names.Q_IWAE_GREY: -bound,
+        names.Q_IWAE_K: eval_cfg.iwae_k,
+        names.Q_IWAE_IMAGES: len(test),
+    }
 
 
 def latent_usage(means: Tensor, logvars: Tensor) -> tuple[dict[str, float], Tensor]:
     kl = metrics.kl_per_dimension(means, logvars)
-    return {"quality/active_units": metrics.active_units(means), "quality/kl_max_dim": kl.max().item()}, kl
+    return {names.Q_ACTIVE_UNITS: metrics.active_units(means), names.Q_KL_MAX_DIM: kl.max().item()}, kl
 
 
 def load_classifier(dataset: str, train: Split, test: Split, cache_dir: Path) -> classifier.Scorer:
@@ -52,8 +60,11 @@ def sample_quality(model: VAE, scorer: classifier.Scorer, test: Split, eval_cfg)
     samples = model.sample(eval_cfg.samples, generator)
     scores = classifier.sample_quality(scorer, samples)
     return {
-        "quality/fid": scores["fid"],
-        "quality/inception_score": scores["inception_score"],
-        "quality/fid_reference": scorer.real_fid,
-        "quality/inception_score_reference": scorer.real_inception_score,
+        names.Q_FID: scores["fid"],
+        names.Q_IS: scores["inception_score"],
+        names.Q_IS_MEAN: scores["inception_score_mean"],
+        names.Q_IS_STD: scores["inception_score_std"],
+        names.Q_SAMPLES: eval_cfg.samples,
+        names.Q_FID_REFERENCE: scorer.real_fid,
+        names.Q_IS_REFERENCE: scorer.real_inception_score,
     }

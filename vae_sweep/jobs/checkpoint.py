@@ -57,9 +57,14 @@ def load_model(source: str | Path, tracking_uri: str | None = None) -> tuple[VAE
 
 
 def training_state(
-    model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator, history: list[dict]
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    history: list[dict],
+    kl_history: list[list[float]],
 ) -> dict:
-    """Everything a resumed job needs to continue bitwise-identically after the last epoch in `history`."""
+    """Everything a resumed job needs to continue bitwise-identically after the last epoch in `history`, with the
+    per-dimension KL of each of those epochs (kl_history), which the run's figure and file cover from epoch 1."""
     return {
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -67,6 +72,7 @@ def training_state(
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": history,
+        "kl_per_dim_history": kl_history,
     }
 
 
@@ -81,6 +87,11 @@ def restore_training_state(
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["history"]
+
+
+def restored_kl_history(state: dict | None) -> list[list[float]]:
+    """The per-dimension KL of each epoch in a saved state (none in states saved before it was kept)."""
+    return list(state.get("kl_per_dim_history", [])) if state else []
 
 
 def save_state(state: dict, path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from vae_sweep import names
 from vae_sweep.core import metrics
-from vae_sweep.core.data import Split, to_float
+from vae_sweep.core.data import Data, Split, to_float
 from vae_sweep.core.memory import release_freed_memory
 from vae_sweep.core.model import VAE
 from vae_sweep.evaluation import figures, quality
@@ -31,6 +31,7 @@ class JobOutputs:
     config: dict  # cfg resolved to plain values, as the checkpoint stores it
     folder: Path
     tracker: MlflowTracker | NullTracker
+    kl_history: list[list[float]] = field(default_factory=list)  # the test set's KL per dimension, one row an epoch
 
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:
@@ -40,8 +41,18 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
         writer.writerows(history)
 
 
+def write_kl_history(kl_history: list[list[float]], path: Path) -> None:
+    """One row per epoch (from 1), one column per latent dimension: the test set's KL in nats."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", *(f"z{dim}" for dim in range(1, len(kl_history[0]) + 1))])
+        writer.writerows([epoch, *(round(value, 6) for value in row)] for epoch, row in enumerate(kl_history, 1))
+
+
 @torch.no_grad()
-def write_figures(model: VAE, test: Split, history: list[dict[str, float]], folder: Path, means, logvars) -> None:
+def write_figures(
+    model: VAE, test: Split, history: list[dict[str, float]], folder: Path, means, logvars, kl_history=()
+) -> None:
     """The study's figures for a trained model, from the test set and fixed seeds so that runs compare."""
     images = test.images
     figures.losses(history, folder / names.FIG_LOSSES)
@@ -53,11 +64,16 @@ def write_figures(model: VAE, test: Split, history: list[dict[str, float]], fold
     if model.latent == 2:
         figures.manifold(model.decode, folder / names.FIG_MANIFOLD, device=images.device)
     figures.kl_per_dim(metrics.kl_per_dimension(means, logvars).cpu(), folder / names.FIG_KL_PER_DIM)
+    if kl_history:
+        figures.kl_per_dim_history(torch.tensor(kl_history), folder / names.FIG_KL_PER_DIM_HISTORY)
 
 
 def classifier_key(cfg: DictConfig) -> str:
-    """The classifier cache entry of the job's data: binarized runs score against a classifier of binarized data."""
-    return cfg.data.name.value + ("" if cfg.data.binarize.value == "none" else f"_{cfg.data.binarize.value}")
+    """The classifier cache entry of the job's data: binarized runs score against a classifier of binarized data.
+
+    Both binarized modes train it on the same fixed-seed copy (core.data.Data.classifier_train), so they share it.
+    """
+    return cfg.data.name.value + ("" if cfg.data.binarize.value == "none" else "_binarized")
 
 
 def classifier_to_train(cfg: DictConfig) -> bool:
@@ -67,14 +83,15 @@ def classifier_to_train(cfg: DictConfig) -> bool:
     return not (Path(cfg.eval.classifier_dir) / f"{classifier_key(cfg)}_cnn.pt").exists()
 
 
-def evaluate_quality(model: VAE, train: Split, test: Split, means, logvars, out: JobOutputs) -> dict[str, float]:
+def evaluate_quality(model: VAE, data: Data, means, logvars, out: JobOutputs) -> dict[str, float]:
     """The quality/ metrics; the per-dimension KL goes to kl_per_dim.json, a newly trained classifier to the run."""
-    cfg = out.cfg
+    cfg, test = out.cfg, data.test
+    binarized = cfg.data.binarize.value != "none"
     # Each step starts from what the last one left live, not from its high-water mark.
     release_freed_memory()
-    results = quality.generalisation(model, train, test, cfg.training)
+    results = quality.generalisation(model, data.train_eval, test, cfg.training)
     release_freed_memory()
-    results.update(quality.likelihood(model, test, cfg.eval))
+    results.update(quality.likelihood(model, test, cfg.eval, binarized))
     release_freed_memory()
     usage, kl = quality.latent_usage(means, logvars)
     results.update(usage)
@@ -83,35 +100,49 @@ def evaluate_quality(model: VAE, train: Split, test: Split, means, logvars, out:
     if cfg.eval.sample_quality:
         key = classifier_key(cfg)
         cache = Path(cfg.eval.classifier_dir)
-        scorer = quality.load_classifier(key, train, test, cache)
+        scorer = quality.load_classifier(key, data.classifier_train, test, cache)
         release_freed_memory()
         results[names.Q_CLASSIFIER_ACCURACY] = scorer.accuracy
         results.update(quality.sample_quality(model, scorer, test, cfg.eval))
         if scorer.newly_trained:
             out.tracker.log_artifact(cache / f"{key}_cnn.pt", names.ARTIFACT_CLASSIFIER)
+    bound = f"k={cfg.eval.iwae_k}, {len(test)} test images"
+    if binarized:
+        likelihood = f"IWAE NLL bound -L_k ({bound}) {results[names.Q_IWAE_NLL]:.2f} nats"
+    else:
+        likelihood = f"IWAE bound on grey levels -L_k ({bound}; not a likelihood) {results[names.Q_IWAE_GREY]:.2f} nats"
+    samples = ""
+    if cfg.eval.sample_quality:
+        samples = (
+            f", {cfg.eval.samples} samples: FID {results[names.Q_FID]:.2f}, inception score "
+            f"{results[names.Q_IS_MEAN]:.2f} ± {results[names.Q_IS_STD]:.2f} over 10 splits"
+        )
     log.info(
-        f"quality: IWAE NLL (k={cfg.eval.iwae_k}) {results[names.Q_IWAE_NLL]:.2f} nats, "
-        f"{results[names.Q_ACTIVE_UNITS]} active units, train-test gap {results[names.Q_GAP]:.2f}"
+        f"quality: {likelihood}, {results[names.Q_ACTIVE_UNITS]} active units, "
+        f"train-test gap {results[names.Q_GAP]:.2f}{samples}"
     )
     return results
 
 
-def write_outputs(model: VAE, train: Split, test: Split, history: list[dict[str, float]], out: JobOutputs) -> dict:
+def write_outputs(model: VAE, data: Data, history: list[dict[str, float]], out: JobOutputs) -> dict:
     """History, model checkpoint, figures, final and quality metrics: in the job folder and on the run."""
-    cfg, folder, tracker = out.cfg, out.folder, out.tracker
+    cfg, folder, tracker, test = out.cfg, out.folder, out.tracker, data.test
     model.eval()
     release_freed_memory()  # what training freed
     write_history(history, folder / names.HISTORY)
     checkpoint.save(model, out.config, folder / names.CHECKPOINT, epoch=cfg.training.epochs)
     means, logvars = metrics.posterior_means(model, test.images, cfg.training.eval_batch_size)
-    write_figures(model, test, history, folder / names.FIGURES, means, logvars)
+    write_figures(model, test, history, folder / names.FIGURES, means, logvars, out.kl_history)
     final = {names.final(key): value for key, value in history[-1].items() if "/" in key}
     final[names.TRAIN_TIME] = sum(row[names.EPOCH_TIME] for row in history)
     if cfg.eval.enabled:
-        final.update(evaluate_quality(model, train, test, means, logvars, out))
+        final.update(evaluate_quality(model, data, means, logvars, out))
     tracker.log_metrics(final, step=cfg.training.epochs)
     (folder / names.FINAL_METRICS).write_text(json.dumps(final, indent=1))
     tracker.log_artifact(folder / names.HISTORY)
+    if out.kl_history:
+        write_kl_history(out.kl_history, folder / names.KL_PER_DIM_HISTORY)
+        tracker.log_artifact(folder / names.KL_PER_DIM_HISTORY)
     tracker.log_artifact(folder / names.CHECKPOINT, names.ARTIFACT_CHECKPOINT)
     tracker.log_artifacts(folder / names.FIGURES, names.ARTIFACT_FIGURES)
     # Python's exit then touches ~110 MB more of the CUDA libraries (unregistering their kernels): on a trimmed heap.

@@ -18,7 +18,7 @@ from vae_sweep import names
 from vae_sweep.config import flatten, to_container, validate
 from vae_sweep.core.data import file_md5s, prepare_data
 from vae_sweep.core.model import build_model
-from vae_sweep.core.optim import build_optimizer
+from vae_sweep.core.optim import build_optimizer, lr_schedule
 from vae_sweep.core.train import fit
 from vae_sweep.errors import UserError
 from vae_sweep.jobs import checkpoint
@@ -52,13 +52,14 @@ class Checkpointer:
     """fit()'s end-of-epoch hook: a resumable state every training.checkpoint_every epochs and at the last one,
     and the latest epoch's state kept in memory for an interruption to save."""
 
-    def __init__(self, model, optimizer, generator: torch.Generator, training, path: Path):
+    def __init__(self, model, optimizer, generator: torch.Generator, training, path: Path, kl_history: list):
         self.model, self.optimizer, self.generator, self.path = model, optimizer, generator, path
+        self.kl_history = kl_history
         self.every, self.epochs = training.checkpoint_every, training.epochs
         self.unsaved: dict | None = None
 
     def __call__(self, history: list[dict[str, float]]) -> None:
-        state = checkpoint.training_state(self.model, self.optimizer, self.generator, history)
+        state = checkpoint.training_state(self.model, self.optimizer, self.generator, history, self.kl_history)
         if len(history) % self.every == 0 or len(history) == self.epochs:
             checkpoint.save_state(state, self.path)
             self.unsaved = None
@@ -120,11 +121,12 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         tracker.log_artifact(folder / names.CONFIG_RESOLVED)
 
         torch.manual_seed(cfg.training.seed)
-        train, test = prepare_data(cfg.data, device, cfg.training.seed)
+        data = prepare_data(cfg.data, device, cfg.training.seed)
+        train, test = data.train, data.test
         if classifier_to_train(cfg):
             # Its standardization needs the training pixels' statistics, from a float copy of them (~190 MB on the
             # CPU): taken now, when the job holds the least memory, rather than at the end of the run.
-            train.pixel_statistics()
+            data.classifier_train.pixel_statistics()
         md5s = file_md5s(cfg.data.name.value, cfg.data.root)
         tags.update({f"{names.TAG_DATA_MD5}{file}": md5 for file, md5 in md5s.items()})
         tracker.set_tags(tags)
@@ -136,18 +138,20 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         state_path = checkpoints / f"{tracker.run_id or key}.pt"
         state = checkpoint.load_state(state_path) if cfg.training.resume.value == "auto" else None
         history = checkpoint.restore_training_state(state, model, optimizer, generator) if state else []
+        kl_history = checkpoint.restored_kl_history(state)
         log.info(
             f"{cfg.data.name.value}: {len(train)} train / {len(test)} test images on {device}; "
             f"model {list(cfg.model.hidden)} -> latent {cfg.model.latent}"
             + (f"; resuming after epoch {len(history)}" if history else "")
         )
 
-        saver = Checkpointer(model, optimizer, generator, cfg.training, state_path)
+        saver = Checkpointer(model, optimizer, generator, cfg.training, state_path, kl_history)
         dynamic = cfg.data.binarize.value == "dynamic"
         try:
             history = fit(
                 model, optimizer, train, test, cfg.training, ContinuingSink(tracker, history), dynamic, generator,
-                history, saver,
+                history, saver, lr_schedule(cfg.optimizer),
+                lambda epoch, posterior: kl_history.append(posterior.kl_per_dim.tolist()),
             )  # fmt: skip
         except KeyboardInterrupt:
             saver.save_unsaved()
@@ -155,7 +159,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         # Past training, the optimizer's moments and the last gradients (3x the model's size) only take memory.
         optimizer.zero_grad(set_to_none=True)
         del optimizer, saver
-        final = write_outputs(model, train, test, history, JobOutputs(cfg, config, folder, tracker))
+        final = write_outputs(model, data, history, JobOutputs(cfg, config, folder, tracker, kl_history))
     state_path.unlink(missing_ok=True)
     return final
 
