@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
 from vae_sweep import names
-from vae_sweep.analysis.report import cli, document, findings, select, table
+from vae_sweep.analysis.report import cli, document, findings, plots, select, table
 from vae_sweep.report import main as report_command
 
 matplotlib.use("Agg")
@@ -250,7 +250,9 @@ def test_findings_state_the_numbers(points):
     lines = findings.findings(points, "model.latent", ["training.epochs"])
     text = "\n".join(lines)
     assert "Lowest test loss: 109.50 at latent=50, epochs=10 (1 run)" in text
-    assert "Lowest IWAE NLL: 105.50 at latent=50, epochs=10" in text
+    # The fixture's runs are grey-level ones (no data.binarize: the default): their IWAE number is no NLL.
+    assert "Lowest IWAE bound, grey levels (not an NLL): 105.50 at latent=50, epochs=10" in text
+    assert "IWAE NLL" not in text
     assert "Lowest FID: 12.00 at latent=10, epochs=10" in text
     assert "Highest inception score: 8.50 at latent=10, epochs=10" in text
     assert "Test loss (epochs=10) stops improving by ≥ 1 nat beyond model.latent = 10" in text
@@ -261,7 +263,10 @@ def test_findings_state_the_numbers(points):
 def test_learning_curves_of_many_runs_show_one_run_per_setting(store, runs, points, tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "CURVE_RUN_LIMIT", 6)
     done = table.finished(runs)
-    drawn, which = cli.draw_figures(store.client, done, points, "model.latent", ["training.epochs"], tmp_path)
+    curves, which = cli.curve_runs(done, points)
+    histories = table.fetch_histories(store.client, curves["run_id"].tolist(), plots.HISTORY_KEYS)
+    assert histories["run_id"].nunique() == 6
+    drawn = cli.draw_figures(done, points, "model.latent", ["training.epochs"], histories, tmp_path)
     assert all((tmp_path / path).stat().st_size > 0 for path in drawn.values())
     captions = [block.caption for block in document.figures_section(points, "model.latent", drawn, which).blocks]
     assert "Learning curves of one run per setting (its lowest seed) of 7: train dashed, test solid." in captions
@@ -502,3 +507,9 @@ def test_reporting_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch):
     with select.tracking_uri(f"sqlite:///{tmp_path}/x.db"):
         assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/x.db"
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_counts_are_stated_as_the_runs_logged_them():
+    runs = pd.DataFrame({names.Q_IWAE_K: [100.0, 5000.0, 100.0], names.Q_SAMPLES: [None, None, None]})
+    assert document.logged(runs, names.Q_IWAE_K) == "100 or 5000"
+    assert document.logged(runs, names.Q_SAMPLES) == "an unrecorded number of"

@@ -6,7 +6,7 @@ from vae_sweep import names
 from vae_sweep.analysis.report import questions
 
 LATENT, EPOCHS = "model.latent", "training.epochs"
-KL, RECON, LOSS, UNITS = names.TEST_KL, names.TEST_RECON, names.TEST_LOSS, names.ACTIVE_UNITS_EPOCH
+KL, RECON, LOSS, UNITS = names.TEST_KL, names.TEST_RECON, names.TEST_LOSS, names.ACTIVE_UNITS
 
 
 def long_history(run_id: str, **series: list[float]) -> pd.DataFrame:

@@ -25,7 +25,6 @@ ACTIVE_UNITS = "active_units"
 KL_WEIGHT = "kl_weight"
 LR = "lr"
 EPOCH_TIME = "epoch_time_s"
-ACTIVE_UNITS_EPOCH = "test/active_units"  # latent dimensions in use at the end of each epoch
 # Every metric logged once per epoch (step = epoch), in a history row's order.
 EPOCH_METRICS = (
     *(epoch_key(split, term) for split in SPLITS for term in TERMS),

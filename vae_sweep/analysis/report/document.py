@@ -104,6 +104,12 @@ def reference_value(runs: pd.DataFrame, column: str) -> str | None:
     return f"{low:.2f}" if np.isclose(low, high) else f"{low:.2f}–{high:.2f}"
 
 
+def logged(runs: pd.DataFrame, column: str) -> str:
+    """The values a count (k, samples) took over the runs, as they logged it: '5000', '100 or 5000', 'unrecorded'."""
+    values = sorted({int(value) for value in runs[column].dropna()}) if column in runs else []
+    return " or ".join(str(value) for value in values) or "an unrecorded number of"
+
+
 def results_section(points: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> Section:
     """The table of settings: swept params, seeds, quality (mean ± std), epochs, time and run ids."""
     short = short_names(keys)
@@ -123,8 +129,10 @@ def results_section(points: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -
         "Results per setting",
         [
             "Test-set numbers in nats per image, mean ± std over the runs (seeds) of each setting; "
-            f"{MISSING} where a run did not log the metric. FID and inception score compare 10k prior samples with "
-            "the test set through a classifier's features; real data's own scores are in the headings for scale.",
+            f"{MISSING} where a run did not log the metric. The IWAE bound uses {logged(runs, names.Q_IWAE_K)} "
+            f"importance samples per image; FID and inception score compare {logged(runs, names.Q_SAMPLES)} prior "
+            "samples with the test set through a classifier's features; real data's own scores are in the headings "
+            "for scale.",
             Table(header, rows, "results"),
         ],
     )
@@ -133,7 +141,12 @@ def results_section(points: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -
 def figures_section(points: pd.DataFrame, x: str, figures: dict[str, Path], curves_of: str) -> Section:
     """The report's own figures, by file name (paths relative to the report folder); `curves_of` says whose
     learning curves are drawn."""
-    iwae = " and IWAE NLL" if has_values(points, names.Q_IWAE_NLL) else ""
+    bounds = [
+        words
+        for column, words in ((names.Q_IWAE_NLL, "IWAE NLL"), (names.Q_IWAE_GREY, "IWAE bound on grey levels"))
+        if has_values(points, column)
+    ]
+    iwae = f" and {' and '.join(bounds)}" if bounds else ""
     captions = {
         names.FIG_QUALITY_VS_X: f"Test loss, reconstruction, KL{iwae} against {x}; error bars: one std over seeds.",
         names.FIG_ACTIVE_UNITS: "Active units against latent size; the dotted line is y = x.",

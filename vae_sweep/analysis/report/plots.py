@@ -14,7 +14,7 @@ from vae_sweep.analysis.report.table import FINAL_KL, FINAL_RECON, LATENT, QUALI
 from vae_sweep.evaluation.plotting import plt, saved_figure
 
 # The panels of the quality-vs-x figure, all in nats per image.
-CURVES = (names.FINAL_TEST_LOSS, FINAL_RECON, FINAL_KL, names.Q_IWAE_NLL)
+CURVES = (names.FINAL_TEST_LOSS, FINAL_RECON, FINAL_KL, names.Q_IWAE_NLL, names.Q_IWAE_GREY)
 # The learning-curve panels, one per loss term in the order of recon + KL = total.
 TERM_TITLES = dict(zip(names.TERMS, ("reconstruction", "KL", "total (the objective)"), strict=True))
 SPLIT_STYLES = dict(zip(names.SPLITS, ("--", "-"), strict=True))
@@ -36,8 +36,8 @@ def _title(column: str) -> str:
 
 
 def plot_quality_vs_x(points: pd.DataFrame, x: str, others: list[str], path: Path) -> Path:
-    """One panel per loss term (and IWAE NLL when present) against x, a line per setting of the other swept params,
-    error bars one std over seeds."""
+    """One panel per loss term (and the IWAE bounds when present) against x, a line per setting of the other swept
+    params, error bars one std over seeds."""
     panels = [column for column in CURVES if has_values(points, column)]
     with saved_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4.5), squeeze=False) as (fig, axes):
         for ax, column in zip(axes[0], panels, strict=True):

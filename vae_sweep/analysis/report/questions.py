@@ -17,7 +17,7 @@ from vae_sweep.analysis.report.findings import setting, short_names
 from vae_sweep.analysis.report.table import LATENT, SEED
 
 # Per-epoch keys the answers read; active units per epoch is optional (runs before it was logged lack it).
-HISTORY_KEYS = (names.TEST_KL, names.TEST_RECON, names.TEST_LOSS, names.ACTIVE_UNITS_EPOCH)
+HISTORY_KEYS = (names.TEST_KL, names.TEST_RECON, names.TEST_LOSS, names.ACTIVE_UNITS)
 # A change smaller than this (nats) is reported as no change at all.
 NEGLIGIBLE_NATS = 0.05
 
@@ -58,7 +58,7 @@ def kl_path(history: pd.DataFrame) -> KlPath | None:
     kl = epochs[names.TEST_KL]
     low = int(kl.idxmin())
     last = int(epochs.index[-1])
-    units = epochs.get(names.ACTIVE_UNITS_EPOCH)
+    units = epochs.get(names.ACTIVE_UNITS)
     return KlPath(
         first_epoch=int(epochs.index[0]),
         last_epoch=last,

@@ -42,7 +42,8 @@ QUALITIES = (
     Quality(names.FINAL_TEST_LOSS, "test loss"),
     Quality(FINAL_RECON, "reconstruction"),
     Quality(FINAL_KL, "KL", lower_is_better=None),
-    Quality(names.Q_IWAE_NLL, "IWAE NLL"),
+    Quality(names.Q_IWAE_NLL, "IWAE NLL (binarized)"),
+    Quality(names.Q_IWAE_GREY, "IWAE bound, grey levels (not an NLL)"),
     Quality(names.Q_ACTIVE_UNITS, "active units", ".1f", lower_is_better=None),
     Quality(names.Q_FID, "FID", reference=names.Q_FID_REFERENCE),
     Quality(names.Q_IS, "inception score", lower_is_better=False, reference=names.Q_IS_REFERENCE),
@@ -92,7 +93,21 @@ def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
     }
     params = {name.removeprefix("params."): cast_param(raw[name]) for name in raw if name.startswith("params.")}
     table = pd.DataFrame({**identity, **params, **metrics, TIME.column: time})
-    return table.sort_values("start_time", kind="stable").reset_index(drop=True)
+    return with_current_names(table).sort_values("start_time", kind="stable").reset_index(drop=True)
+
+
+def with_current_names(table: pd.DataFrame) -> pd.DataFrame:
+    """Runs logged before a metric was renamed, under today's name: a grey-level run's quality/iwae_nll was a bound
+    on grey levels, not a likelihood (names.GREY_LEVEL_RENAMES)."""
+    modes = table["data.binarize"] if "data.binarize" in table else pd.Series(None, index=table.index, dtype=object)
+    grey = modes.fillna("none") == "none"
+    for old, new in names.GREY_LEVEL_RENAMES.items():
+        if old not in table:
+            continue
+        moved = table[old].where(grey)
+        table[new] = table[new].fillna(moved) if new in table else moved
+        table[old] = table[old].mask(grey)
+    return table
 
 
 def time_source(runs: pd.DataFrame) -> str:
