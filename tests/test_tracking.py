@@ -13,14 +13,14 @@ from vae_sweep.tracking.store import check_reachable, connect, open_store
 
 FIGURES = {"losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png"}
 EPOCH_METRICS = [
-    "train/recon",
-    "train/kl",
-    "train/loss",
-    "test/recon",
-    "test/kl",
-    "test/loss",
+    "recon/train",
+    "recon/test",
+    "kl/train",
+    "kl/test",
+    "loss/train",
+    "loss/test",
     "kl_weight",
-    "epoch_time_s",
+    "time/epoch_s",
 ]
 
 
@@ -40,11 +40,11 @@ def only_run(uri: str, experiment: str = "t"):
 def test_a_run_that_completes_is_finished_with_its_params(tmp_path):
     cfg = tracking_cfg(tmp_path)
     with tracked_run(open_store(cfg), "latent=3", {"model.latent": 3}, {"sweep.job": "0"}) as tracker:
-        tracker.log_epoch(1, {"test/loss": 5.0})
+        tracker.log_epoch(1, {"loss/test": 5.0})
     client, run = only_run(cfg.uri)
     assert run.info.status == "FINISHED" and run.info.run_name == "latent=3"
     assert run.data.params == {"model.latent": "3"} and run.data.tags["sweep.job"] == "0"
-    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test/loss")] == [(1, 5.0)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss/test")] == [(1, 5.0)]
     assert run.info.artifact_uri.startswith(f"file://{tmp_path}/mlruns")
 
 
@@ -70,7 +70,7 @@ def test_experiment_creation_is_idempotent(tmp_path):
 
 def test_disabled_tracking_writes_no_store(tmp_path):
     with tracked_run(open_store(tracking_cfg(tmp_path, enabled=False)), "x", {}, {}) as tracker:
-        tracker.log_epoch(1, {"test/loss": 1.0})
+        tracker.log_epoch(1, {"loss/test": 1.0})
     assert not (tmp_path / "mlflow.db").exists()
 
 
@@ -88,7 +88,7 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
     assert run.info.status == "FINISHED"
     for key in EPOCH_METRICS:
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, epochs + 1)), key
-    assert "final/test/loss" in run.data.metrics
+    assert "time/train_s" in run.data.metrics and not [key for key in run.data.metrics if key.startswith("final/")]
     if any(key.startswith("quality/") for key in run.data.metrics):
         assert {"quality/iwae_nll", "quality/active_units", "quality/fid", "quality/train_test_gap"} <= set(
             run.data.metrics
@@ -97,7 +97,7 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
     assert FIGURES <= figures
     assert {a.path for a in client.list_artifacts(run_id, "hydra")} >= {"hydra/config.yaml", "hydra/overrides.yaml"}
     assert {a.path for a in client.list_artifacts(run_id)} >= {"config_resolved.yaml", "checkpoint", "history.csv"}
-    for tag in ("sweep.id", "sweep.job", "hydra.overrides", "git.commit", "host", "version.torch"):
+    for tag in ("sweep.id", "sweep.job", "hydra.overrides", "git.commit", "sys.host", "version.torch"):
         assert tag in run.data.tags
 
 
@@ -118,7 +118,7 @@ def test_multirun_leaves_one_complete_run_per_job(workdir):
     for run in runs:
         check_complete_run(client, run, epochs=2)
         assert run.data.metrics["quality/iwae_k"] == 5
-        assert 0 < run.data.metrics["quality/iwae_nll"] <= run.data.metrics["final/test/loss"] + 1e-3
+        assert 0 < run.data.metrics["quality/iwae_nll"] <= run.data.metrics["loss/test"] + 1e-3
         assert run.data.metrics["quality/active_units"] <= int(run.data.params["model.latent"])
         assert len([t for t in run.data.tags if t.startswith("data.md5.")]) == 4
     manifold_runs = [
@@ -206,7 +206,12 @@ def test_a_job_in_process_is_one_complete_run(workdir):
     client, (run,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     check_complete_run(client, run, epochs=2)
     assert run.info.run_name == "epochs=2 hidden=[16] enabled=false"
-    assert final["final/test/loss"] == run.data.metrics["final/test/loss"]
+    assert final["loss/test"] == run.data.metrics["loss/test"]
+    assert {"model.latent", "training.epochs", "data.name"} <= set(run.data.params)
+    placement = ("paths.", "tracking.", "data.root", "eval.classifier_dir", "training.progress", "training.threads")
+    assert not [key for key in run.data.params if key.startswith(placement)]
+    assert {"sys.pid", "sys.host", "sys.heartbeat"} <= set(run.data.tags)
+    assert not {"pid", "host", "heartbeat"} & set(run.data.tags)
     assert (workdir / "outputs" / "in-process" / "history.csv").is_file()
 
 

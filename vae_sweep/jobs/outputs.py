@@ -105,11 +105,13 @@ def write_outputs(model: VAE, train: Split, test: Split, history: list[dict[str,
     checkpoint.save(model, out.config, folder / names.CHECKPOINT, epoch=cfg.training.epochs)
     means, logvars = metrics.posterior_means(model, test.images, cfg.training.eval_batch_size)
     write_figures(model, test, history, folder / names.FIGURES, means, logvars)
-    final = {names.final(key): value for key, value in history[-1].items() if "/" in key}
-    final[names.TRAIN_TIME] = sum(row[names.EPOCH_TIME] for row in history)
+    final = {key: value for key, value in history[-1].items() if key != "epoch"}
+    end_of_run = {names.TRAIN_TIME: sum(row[names.EPOCH_TIME] for row in history)}
     if cfg.eval.enabled:
-        final.update(evaluate_quality(model, train, test, means, logvars, out))
-    tracker.log_metrics(final, step=cfg.training.epochs)
+        end_of_run.update(evaluate_quality(model, train, test, means, logvars, out))
+    # The last epoch's values are on the run already, as its metrics' latest values.
+    tracker.log_metrics(end_of_run, step=cfg.training.epochs)
+    final.update(end_of_run)
     (folder / names.FINAL_METRICS).write_text(json.dumps(final, indent=1))
     tracker.log_artifact(folder / names.HISTORY)
     tracker.log_artifact(folder / names.CHECKPOINT, names.ARTIFACT_CHECKPOINT)

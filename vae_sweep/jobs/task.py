@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_sweep import names
-from vae_sweep.config import flatten, to_container, validate
+from vae_sweep.config import defines_result, flatten, to_container, validate
 from vae_sweep.core.data import file_md5s, prepare_data
 from vae_sweep.core.model import build_model
 from vae_sweep.core.optim import build_optimizer
@@ -25,7 +25,7 @@ from vae_sweep.jobs import checkpoint
 from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
 from vae_sweep.jobs.runtime import available_cores, resolve_device, set_cpu_threads, threads_per_job
-from vae_sweep.tracking.resume import Decision, decide, fingerprint
+from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag
 from vae_sweep.tracking.runs import MlflowTracker, NullTracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
 
@@ -104,17 +104,19 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     decision = previous_run(store, key, cfg.training)
     if decision.action == "skip":
         log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
-        return {k: v for k, v in decision.run.data.metrics.items() if k.startswith(names.FINAL)}
+        return names.current_metrics(decision.run.data.metrics)
     if decision.action == "busy":
-        other = decision.run.data.tags
+        other = decision.run
         raise UserError(
-            f"Run {decision.run.info.run_id} with this config is still running (pid {other.get(names.TAG_PID)}"
-            f" on {other.get(names.TAG_HOST)}); wait for it, or pass training.resume=never for a new run."
+            f"Run {other.info.run_id} with this config is still running (pid {liveness_tag(other, names.TAG_PID)}"
+            f" on {liveness_tag(other, names.TAG_HOST)}); wait for it, or pass training.resume=never for a new run."
         )
     checkpoints = Path(cfg.paths.checkpoint_dir)
     resume_id = resumable_run_id(decision, checkpoints)
 
-    with tracked_run(store, name, flatten(config), tags, resume_id) as tracker:
+    # Placement and runtime settings stay in the config artifact: as params they would pose as swept axes.
+    params = {key: value for key, value in flatten(config).items() if defines_result(key)}
+    with tracked_run(store, name, params, tags, resume_id) as tracker:
         if (folder / names.HYDRA_DIR).is_dir():
             tracker.log_artifacts(folder / names.HYDRA_DIR, names.ARTIFACT_HYDRA)
         tracker.log_artifact(folder / names.CONFIG_RESOLVED)
