@@ -9,7 +9,7 @@ from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli,
 from vae_sweep import load_model
 from vae_sweep.errors import UserError
 from vae_sweep.tracking.runs import tracked_run
-from vae_sweep.tracking.store import check_reachable, connect, open_store
+from vae_sweep.tracking.store import check_reachable, connect, open_store, ui_link
 
 FIGURES = {"losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png"}
 EPOCH_METRICS = [
@@ -68,6 +68,31 @@ def test_experiment_creation_is_idempotent(tmp_path):
     assert connect(uri, "e", None)[1] == connect(uri, "e", None)[1]
 
 
+def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client, experiment_id = connect(uri, "e", None)
+    tags = client.get_experiment(experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "python -m vae_sweep -m" in tags["mlflow.note.content"]
+    assert "python -m vae_sweep.report" in tags["mlflow.note.content"]
+
+
+def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = MlflowClient(uri).create_experiment("old", tags={"mlflow.note.content": "ours"})
+    client, same = connect(uri, "old", None)
+    tags = client.get_experiment(same).tags
+    assert same == experiment_id and tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"] == "ours"
+
+
+def test_the_runs_link_serves_a_local_store_first():
+    assert ui_link("http://host:5000/", "3") == "http://host:5000/#/experiments/3/runs"
+    local = ui_link("sqlite:////x/mlflow.db", "1")
+    assert local.startswith("mlflow ui --backend-store-uri sqlite:////x/mlflow.db")
+    assert local.endswith("http://127.0.0.1:5000/#/experiments/1/runs")
+
+
 def test_disabled_tracking_writes_no_store(tmp_path):
     with tracked_run(open_store(tracking_cfg(tmp_path, enabled=False)), "x", {}, {}) as tracker:
         tracker.log_epoch(1, {"loss/test": 1.0})
@@ -108,6 +133,7 @@ def test_multirun_leaves_one_complete_run_per_job(workdir):
         "eval.iwae_k=5", cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "MLflow runs: mlflow ui --backend-store-uri sqlite:///" in result.stdout + result.stderr
     client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     assert sorted(run.info.run_name for run in runs) == [
         "latent=2 epochs=2 hidden=[32] samples=200 iwae_k=5",

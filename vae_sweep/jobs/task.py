@@ -104,6 +104,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     decision = previous_run(store, key, cfg.training)
     if decision.action == "skip":
         log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
+        log.info(f"MLflow runs: {store.runs_link()}")
         return names.current_metrics(decision.run.data.metrics)
     if decision.action == "busy":
         other = decision.run
@@ -159,6 +160,8 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         del optimizer, saver
         final = write_outputs(model, train, test, history, JobOutputs(cfg, config, folder, tracker))
     state_path.unlink(missing_ok=True)
+    if store is not None:
+        log.info(f"MLflow runs: {store.runs_link()}")
     return final
 
 

@@ -35,19 +35,47 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+EXPERIMENT_NOTE = """Variational autoencoders trained by vae-sweep: one run per sweep point.
+
+- Sweep: `python -m vae_sweep -m model.latent=2,100,200 training.epochs=50,100` (one run per combination).
+- Report: `python -m vae_sweep.report` compares the latest sweep (quality vs latent size, learning curves,
+  findings); `--sweep <multirun folder>` or `--all` for others.
+- Each run: learning curves `loss/`, `kl/`, `recon/` (train and test), end-of-run `quality/` metrics, images per
+  epoch in Model metrics, figures under Artifacts; the run's Description has its headline numbers.
+"""
+
+
+def describe_experiment(client: MlflowClient, experiment) -> None:
+    """Make the MLflow UI open the experiment on its runs and say what it holds, unless it says so already."""
+    tags = experiment.tags
+    if tags.get(names.TAG_EXPERIMENT_KIND) is None:
+        client.set_experiment_tag(experiment.experiment_id, names.TAG_EXPERIMENT_KIND, names.EXPERIMENT_KIND)
+    if not tags.get(names.TAG_NOTE):
+        client.set_experiment_tag(experiment.experiment_id, names.TAG_NOTE, EXPERIMENT_NOTE)
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     """The experiment's id, created on first use; safe when another process creates it at the same moment."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:
+    if experiment is None:
+        location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+        tags = {names.TAG_EXPERIMENT_KIND: names.EXPERIMENT_KIND, names.TAG_NOTE: EXPERIMENT_NOTE}
+        try:
+            client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:
+                raise
         experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    describe_experiment(client, experiment)
+    return experiment.experiment_id
+
+
+def ui_link(uri: str, experiment_id: str) -> str:
+    """Where to see the experiment's runs: its page on a tracking server, or how to serve a local store first."""
+    route = f"#/experiments/{experiment_id}/runs"
+    if is_remote(uri):
+        return f"{uri.rstrip('/')}/{route}"
+    return f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{route}"
 
 
 def default_tracking_uri() -> str:
@@ -109,10 +137,20 @@ def fail_orphaned_run(tracking_cfg, sweep_id: str, job: int, reason: str) -> str
 class Store:
     client: MlflowClient
     experiment_id: str
+    uri: str
+
+    def runs_link(self) -> str:
+        return ui_link(self.uri, self.experiment_id)
 
 
 def open_store(tracking_cfg) -> Store | None:
     """The configured store and experiment, created if new; None when tracking is off."""
     if not tracking_cfg.enabled:
         return None
-    return Store(*connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root))
+    return Store(*connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root), tracking_cfg.uri)
+
+
+def runs_link(tracking_cfg) -> str | None:
+    """Where to see the configured experiment's runs (see ui_link); None when tracking is off."""
+    store = open_store(tracking_cfg)
+    return None if store is None else store.runs_link()
