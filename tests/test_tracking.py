@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli, serve_mlflow, train_in_process
 from vae_sweep import load_model
 from vae_sweep.errors import UserError
-from vae_sweep.tracking.runs import tracked_run
+from vae_sweep.tracking.runs import MlflowTracker, NullTracker, tracked_run
 from vae_sweep.tracking.store import check_reachable, connect, open_store, ui_link
 
 FIGURES = {"losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png"}
@@ -147,6 +147,12 @@ def test_multirun_leaves_one_complete_run_per_job(workdir):
         assert 0 < run.data.metrics["quality/iwae_nll"] <= run.data.metrics["loss/test"] + 1e-3
         assert run.data.metrics["quality/active_units"] <= int(run.data.params["model.latent"])
         assert len([t for t in run.data.tags if t.startswith("data.md5.")]) == 4
+        assert (
+            "IWAE bound (k=5)" in run.data.tags["mlflow.note.content"] and "FID" in run.data.tags["mlflow.note.content"]
+        )
+    trained = [run for run in runs if "time/classifier_train_s" in run.data.metrics]
+    assert len(trained) == 1 and "sys.trained_classifier" in trained[0].data.tags
+    assert "trained the shared FID classifier" in trained[0].data.tags["mlflow.note.content"]
     manifold_runs = [
         r
         for r in runs
@@ -227,11 +233,29 @@ def test_a_job_tracked_by_a_real_server(workdir, mlflow_server):
     assert runs[0].data.params["model.latent"] == "2"
 
 
+def test_null_tracker_stands_in_for_every_method_a_job_calls():
+    called = {name for name in vars(MlflowTracker) if not name.startswith("_")} - {"start", "reopen", "end"}
+    assert called <= set(dir(NullTracker))
+
+
 def test_a_job_in_process_is_one_complete_run(workdir):
-    final = train_in_process(workdir, "training.epochs=2", "model.hidden=[16]", "eval.enabled=false")
+    final = train_in_process(
+        workdir, "training.epochs=3", "model.hidden=[16]", "eval.enabled=false", "tracking.image_every=2",
+        "tracking.system_metrics_s=0.2",
+    )  # fmt: skip
     client, (run,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
-    check_complete_run(client, run, epochs=2)
-    assert run.info.run_name == "epochs=2 hidden=[16] enabled=false"
+    check_complete_run(client, run, epochs=3)
+    assert run.info.run_name == "epochs=3 hidden=[16] enabled=false"
+    note = run.data.tags["mlflow.note.content"]
+    assert f"Test loss {final['loss/test']:.2f} nats" in note and "/artifactPath/figures/losses.png" in note
+    frames = [a.path.split("+") for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
+    assert sorted((key, int(step)) for key, _, step, *_ in frames) == [
+        ("images/reconstructions", 1), ("images/reconstructions", 2), ("images/reconstructions", 3),
+        ("images/samples", 1), ("images/samples", 2), ("images/samples", 3),
+    ]  # fmt: skip
+    inputs = {(i.dataset.name, i.tags[0].value) for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert inputs == {("mnist-train", "train"), ("mnist-test", "test")}
+    assert any(key.startswith("system/cpu") for key in run.data.metrics)
     assert final["loss/test"] == run.data.metrics["loss/test"]
     assert {"model.latent", "training.epochs", "data.name"} <= set(run.data.params)
     placement = ("paths.", "tracking.", "data.root", "eval.classifier_dir", "training.progress", "training.threads")

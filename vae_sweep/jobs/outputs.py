@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,12 @@ def evaluate_quality(model: VAE, train: Split, test: Split, means, logvars, out:
     if cfg.eval.sample_quality:
         key = classifier_key(cfg)
         cache = Path(cfg.eval.classifier_dir)
+        started = time.perf_counter()
         scorer = quality.load_classifier(key, train, test, cache)
+        if scorer.newly_trained:
+            # Once per machine and dataset, inside this run's duration: said so, or the run looks slow.
+            results[names.CLASSIFIER_TIME] = time.perf_counter() - started
+            out.tracker.set_tags({names.TAG_CLASSIFIER_TRAINED: f"{key}: the FID classifier that later runs load"})
         release_freed_memory()
         results[names.Q_CLASSIFIER_ACCURACY] = scorer.accuracy
         results.update(quality.sample_quality(model, scorer, test, cfg.eval))
@@ -94,6 +100,33 @@ def evaluate_quality(model: VAE, train: Split, test: Split, means, logvars, out:
         f"{results[names.Q_ACTIVE_UNITS]} active units, train-test gap {results[names.Q_GAP]:.2f}"
     )
     return results
+
+
+def run_description(final: dict[str, float], cfg: DictConfig, figure_files: list[str], tracker) -> str:
+    """The run's headline numbers and links to its figures, as Markdown for the run's Description in the UI."""
+    latent = cfg.model.latent
+    lines = [
+        f"- **Test loss {final[names.TEST_LOSS]:.2f} nats** per image: reconstruction "
+        f"{final[names.TEST_RECON]:.2f}, KL {final[names.TEST_KL]:.2f}; {cfg.training.epochs} epochs, latent {latent}"
+    ]
+    if names.Q_IWAE_BOUND in final:
+        lines.append(
+            f"- IWAE bound (k={final[names.Q_IWAE_K]:.0f}): {final[names.Q_IWAE_BOUND]:.2f} nats; "
+            f"active units: {final[names.Q_ACTIVE_UNITS]:.0f} of {latent}"
+        )
+    if names.Q_FID in final:
+        lines.append(
+            f"- FID {final[names.Q_FID]:.2f} (real data: {final[names.Q_FID_REFERENCE]:.2f}), inception score "
+            f"{final[names.Q_IS]:.2f} (real data: {final[names.Q_IS_REFERENCE]:.2f})"
+        )
+    if names.CLASSIFIER_TIME in final:
+        lines.append(
+            f"- This run trained the shared FID classifier: {final[names.CLASSIFIER_TIME]:.0f} s of its duration "
+            f"(`{names.CLASSIFIER_TIME}`); runs after it load it"
+        )
+    links = [f"[{file}]({tracker.artifact_link(f'{names.ARTIFACT_FIGURES}/{file}')})" for file in figure_files]
+    lines.append("- Figures: " + ", ".join(links))
+    return "\n".join(lines)
 
 
 def write_outputs(model: VAE, train: Split, test: Split, history: list[dict[str, float]], out: JobOutputs) -> dict:
@@ -116,6 +149,8 @@ def write_outputs(model: VAE, train: Split, test: Split, history: list[dict[str,
     tracker.log_artifact(folder / names.HISTORY)
     tracker.log_artifact(folder / names.CHECKPOINT, names.ARTIFACT_CHECKPOINT)
     tracker.log_artifacts(folder / names.FIGURES, names.ARTIFACT_FIGURES)
+    figure_files = sorted(path.name for path in (folder / names.FIGURES).iterdir())
+    tracker.set_tags({names.TAG_NOTE: run_description(final, cfg, figure_files, tracker)})
     # Python's exit then touches ~110 MB more of the CUDA libraries (unregistering their kernels): on a trimmed heap.
     release_freed_memory()
     return final
