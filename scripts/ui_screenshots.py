@@ -4,9 +4,9 @@ python scripts/ui_screenshots.py STORE_DIR --out /work/screens --prefix ui-after
 
 STORE_DIR holds mlflow.db and mlruns/ (the folder a sweep was launched from). With --make, a two-job sweep
 (latent 2 and 3, 3 epochs) is first trained there on small generated data, so the pictures need no download.
-Saves PREFIX-runs.png (what opening the experiment shows), PREFIX-runs-table.png and PREFIX-charts.png (its runs
-view as a table and as charts), PREFIX-run.png (a run's
-overview), PREFIX-run-metrics.png (its model-metrics tab) and PREFIX-compare.png (compare-runs).
+Saves PREFIX-runs.png (what clicking the experiment in the UI shows), PREFIX-runs-link.png (the page the link that
+jobs print opens), PREFIX-charts.png (the same as charts), PREFIX-run.png (a run's overview), PREFIX-run-metrics.png
+(its Model metrics tab) and PREFIX-compare.png (compare-runs).
 """
 
 from __future__ import annotations
@@ -81,12 +81,14 @@ def screenshot(url: str, path: Path, wait_ms: int) -> None:
 
 
 def pages(uri: str, experiment_id: str, run_ids: list[str]) -> dict[str, str]:
+    from vae_sweep.tracking.store import runs_route
+
     first = run_ids[0]
     compare = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])})
     return {
         "runs": f"{uri}/#/experiments/{experiment_id}",
-        "runs-table": f"{uri}/#/experiments/{experiment_id}/runs",
-        "charts": f"{uri}/#/experiments/{experiment_id}/runs?compareRunsMode=CHART",
+        "runs-link": f"{uri}/{runs_route(experiment_id)}",
+        "charts": f"{uri}/{runs_route(experiment_id)}&compareRunsMode=CHART",
         "run": f"{uri}/#/experiments/{experiment_id}/runs/{first}",
         "run-metrics": f"{uri}/#/experiments/{experiment_id}/runs/{first}/model-metrics",
         "compare": f"{uri}/#/compare-runs?{compare}",

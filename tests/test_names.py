@@ -5,7 +5,7 @@ from vae_sweep.analysis.reproduce import read_history
 
 
 def test_learning_curves_pair_train_with_test_under_one_section():
-    assert names.EPOCH_METRICS[:2] == ("recon/train", "recon/test")
+    assert names.EPOCH_METRICS[:2] == ("loss/recon/train", "loss/recon/test")
     assert names.TEST_LOSS == "loss/test" and names.EPOCH_TIME == "time/epoch_s"
     assert not [key for key in names.EPOCH_METRICS if key.startswith("final/")]
 

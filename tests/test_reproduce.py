@@ -49,7 +49,7 @@ def test_reproducing_from_the_run_id_gives_identical_histories(workdir, finished
     assert "loss/test" in result.stdout
     runs = client.search_runs([original.info.experiment_id], f"tags.reproduces = '{original.info.run_id}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    for key in ("loss/train", "loss/test", "kl/test"):
+    for key in ("loss/train", "loss/test", "loss/kl/test"):
         first = [m.value for m in sorted(client.get_metric_history(original.info.run_id, key), key=lambda m: m.step)]
         again = [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]
         assert first == again and len(first) == 2

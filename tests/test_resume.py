@@ -128,7 +128,7 @@ def start(workdir, data, *args):
     )  # fmt: skip
 
 
-def histories(client, run, keys=("loss/train", "loss/test", "kl/test")):
+def histories(client, run, keys=("loss/train", "loss/test", "loss/kl/test")):
     return {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)] for key in keys}
 
 

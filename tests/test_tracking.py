@@ -13,10 +13,10 @@ from vae_sweep.tracking.store import check_reachable, connect, open_store, ui_li
 
 FIGURES = {"losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png"}
 EPOCH_METRICS = [
-    "recon/train",
-    "recon/test",
-    "kl/train",
-    "kl/test",
+    "loss/recon/train",
+    "loss/recon/test",
+    "loss/kl/train",
+    "loss/kl/test",
     "loss/train",
     "loss/test",
     "kl_weight",
@@ -87,10 +87,11 @@ def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):
 
 
 def test_the_runs_link_serves_a_local_store_first():
-    assert ui_link("http://host:5000/", "3") == "http://host:5000/#/experiments/3/runs"
+    assert ui_link("http://host:5000/", "3").startswith("http://host:5000/#/experiments/3/runs?")
+    assert "workflowType=machine_learning" in ui_link("http://host:5000/", "3")
     local = ui_link("sqlite:////x/mlflow.db", "1")
     assert local.startswith("mlflow ui --backend-store-uri sqlite:////x/mlflow.db")
-    assert local.endswith("http://127.0.0.1:5000/#/experiments/1/runs")
+    assert "then open http://127.0.0.1:5000/#/experiments/1/runs?" in local
 
 
 def test_disabled_tracking_writes_no_store(tmp_path):

@@ -34,11 +34,20 @@ def test_kl_weight_ramps_linearly_then_holds():
 def test_fit_reports_every_epoch_and_learns(tiny_data):
     history, recorder, _ = train_once(tiny_data)
     assert [epoch for epoch, _ in recorder.epochs] == [1, 2, 3]
-    keys = {"recon/train", "kl/train", "loss/train", "recon/test", "kl/test", "loss/test", "kl_weight", "time/epoch_s"}
+    keys = {
+        "loss/recon/train",
+        "loss/kl/train",
+        "loss/train",
+        "loss/recon/test",
+        "loss/kl/test",
+        "loss/test",
+        "kl_weight",
+        "time/epoch_s",
+    }
     assert set(recorder.epochs[0][1]) == keys
     assert history[-1]["loss/test"] < history[0]["loss/test"]
     for row in history:
-        assert row["loss/train"] == pytest.approx(row["recon/train"] + row["kl/train"], rel=1e-5)
+        assert row["loss/train"] == pytest.approx(row["loss/recon/train"] + row["loss/kl/train"], rel=1e-5)
 
 
 def test_same_seed_gives_bitwise_identical_losses(tiny_data):
@@ -70,8 +79,8 @@ def test_warmup_weights_the_train_kl_but_not_the_test_loss(tiny_data):
     history, _, _ = train_once(tiny_data, kl_warmup_epochs=2, epochs=2)
     assert [row["kl_weight"] for row in history] == [0.5, 1.0]
     first = history[0]
-    assert first["loss/train"] == pytest.approx(first["recon/train"] + 0.5 * first["kl/train"], rel=1e-5)
-    assert first["loss/test"] == pytest.approx(first["recon/test"] + first["kl/test"], rel=1e-5)
+    assert first["loss/train"] == pytest.approx(first["loss/recon/train"] + 0.5 * first["loss/kl/train"], rel=1e-5)
+    assert first["loss/test"] == pytest.approx(first["loss/recon/test"] + first["loss/kl/test"], rel=1e-5)
 
 
 def test_evaluation_is_repeatable_and_leaves_the_training_rng_alone(tiny_data):

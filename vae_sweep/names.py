@@ -10,11 +10,12 @@ SPLITS = ("train", "test")
 
 
 def epoch_key(split: str, term: str) -> str:
-    """The per-epoch metric of a loss term on a split: 'loss/test'.
+    """The per-epoch metric of a loss term on a split: 'loss/test', 'loss/kl/test', 'loss/recon/train'.
 
-    Term first: the MLflow UI groups charts by the part before the slash, so train and test share a section.
+    The MLflow UI puts charts in sections named by what comes before the last slash, sections in alphabetical
+    order: so train and test share a section, and the loss and its terms come before the end-of-run `quality/`.
     """
-    return f"{term}/{split}"
+    return f"loss/{split}" if term == "loss" else f"loss/{term}/{split}"
 
 
 TRAIN_LOSS = epoch_key("train", "loss")

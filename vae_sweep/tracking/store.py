@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -70,9 +71,19 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     return experiment.experiment_id
 
 
+def runs_route(experiment_id: str) -> str:
+    """The MLflow UI's page of the experiment's runs, best test loss first.
+
+    MLflow 3's UI opens every experiment in its GenAI mode (traces) until the user flips a switch, whatever the
+    experiment's kind; the page's `workflowType` parameter opens it in model-training mode instead.
+    """
+    query = {"workflowType": "machine_learning", "orderByKey": f"metrics.`{names.TEST_LOSS}`", "orderByAsc": "true"}
+    return f"#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
+
+
 def ui_link(uri: str, experiment_id: str) -> str:
     """Where to see the experiment's runs: its page on a tracking server, or how to serve a local store first."""
-    route = f"#/experiments/{experiment_id}/runs"
+    route = runs_route(experiment_id)
     if is_remote(uri):
         return f"{uri.rstrip('/')}/{route}"
     return f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{route}"
