@@ -162,7 +162,9 @@ def system_metrics(store: Store, run_id: str, interval_s: float, resumed: bool) 
     if interval_s <= 0:
         yield
         return
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=resumed, tracking_uri=store.uri)
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=interval_s, resume_logging=resumed, tracking_uri=store.client.tracking_uri
+    )
     monitor.start()
     try:
         yield

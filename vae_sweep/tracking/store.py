@@ -148,17 +148,16 @@ def fail_orphaned_run(tracking_cfg, sweep_id: str, job: int, reason: str) -> str
 class Store:
     client: MlflowClient
     experiment_id: str
-    uri: str
 
     def runs_link(self) -> str:
-        return ui_link(self.uri, self.experiment_id)
+        return ui_link(self.client.tracking_uri, self.experiment_id)
 
 
 def open_store(tracking_cfg) -> Store | None:
     """The configured store and experiment, created if new; None when tracking is off."""
     if not tracking_cfg.enabled:
         return None
-    return Store(*connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root), tracking_cfg.uri)
+    return Store(*connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root))
 
 
 def runs_link(tracking_cfg) -> str | None:
