@@ -41,8 +41,9 @@ EXPERIMENT_NOTE = """Variational autoencoders trained by vae-sweep: one run per 
 - Sweep: `python -m vae_sweep -m model.latent=2,100,200 training.epochs=50,100` (one run per combination).
 - Report: `python -m vae_sweep.report` compares the latest sweep (quality vs latent size, learning curves,
   findings); `--sweep <multirun folder>` or `--all` for others.
-- Each run: learning curves `loss/`, `kl/`, `recon/` (train and test), end-of-run `quality/` metrics, images per
-  epoch in Model metrics, figures under Artifacts; the run's Description has its headline numbers.
+- Each run: learning curves `loss/train`, `loss/test` and the terms `loss/kl/*`, `loss/recon/*`, end-of-run
+  `quality/` metrics, images per epoch in Model metrics, figures under Artifacts; its Description has the headline
+  numbers.
 """
 
 
