@@ -41,8 +41,8 @@ def test_multirun_trains_one_job_per_sweep_point(workdir):
         history = read_history(job)
         assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
         for row in history:
-            assert 0 < row["test/kl"] and 0 < row["test/recon"] < 784 * 0.7  # below a coin flip per pixel
-        assert history[-1]["test/loss"] <= history[0]["test/loss"]
+            assert 0 < row["loss/kl/test"] and 0 < row["loss/recon/test"] < 784 * 0.7  # below a coin flip per pixel
+        assert history[-1]["loss/test"] <= history[0]["loss/test"]
         assert (job / "checkpoint.pt").exists() and (job / "train.log").exists()
     assert seen == {(2, 1), (2, 2), (3, 1), (3, 2)}
 

@@ -71,7 +71,7 @@ NUMERIC_SETTINGS = [
     "model.latent", "training.epochs", "training.batch_size", "training.eval_batch_size", "training.seed",
     "training.eval_seed", "training.threads", "training.beta", "training.kl_warmup_epochs", "training.grad_clip",
     "training.checkpoint_every", "training.heartbeat_timeout_s", "optimizer.lr", "optimizer.weight_decay",
-    "optimizer.momentum", "optimizer.schedule_pass_scale",
+    "optimizer.momentum", "optimizer.schedule_pass_scale", "tracking.image_every", "tracking.system_metrics_s",
 ]  # fmt: skip
 
 

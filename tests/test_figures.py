@@ -41,7 +41,7 @@ def history(epochs: int) -> list[dict[str, float]]:
         row = {"epoch": epoch}
         for split, offset in (("train", 0.0), ("test", 2.0)):
             recon, kl = 200.0 / epoch + offset, 10.0 + epoch
-            row |= {f"{split}/recon": recon, f"{split}/kl": kl, f"{split}/loss": recon + kl}
+            row |= {f"loss/recon/{split}": recon, f"loss/kl/{split}": kl, f"loss/{split}": recon + kl}
         rows.append(row)
     return rows
 
@@ -70,8 +70,8 @@ def test_losses_draws_three_panels_side_by_side(tmp_path):
 def test_losses_needs_every_term_of_both_splits(tmp_path):
     rows = history(3)
     for row in rows:
-        del row["test/kl"]
-    with pytest.raises(KeyError, match="test/kl"):
+        del row["loss/kl/test"]
+    with pytest.raises(KeyError, match="loss/kl/test"):
         figures.losses(rows, tmp_path / "losses.png")
 
 

@@ -30,8 +30,8 @@ def two_runs(trained, tmp_path):
     shutil.copy(trained, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client, runs = experiment_runs(uri)
-    ranked = sorted(runs, key=lambda run: run.data.metrics["final/test/loss"])
-    assert ranked[0].data.metrics["final/test/loss"] < ranked[1].data.metrics["final/test/loss"]
+    ranked = sorted(runs, key=lambda run: run.data.metrics["loss/test"])
+    assert ranked[0].data.metrics["loss/test"] < ranked[1].data.metrics["loss/test"]
     return client, uri, ranked
 
 
@@ -39,7 +39,7 @@ def test_the_best_run_is_registered_and_loads_by_its_alias(two_runs, capsys):
     client, uri, (best, worse) = two_runs
     assert main(["register", "mnist-vae", "--all", "--tracking-uri", uri]) == 0
     output = capsys.readouterr().out
-    assert f"from run {best.info.run_id}" in output and "the lowest final/test/loss" in output
+    assert f"from run {best.info.run_id}" in output and "the lowest loss/test" in output
     assert "of the 2 finished runs of all runs" in output
     assert client.get_model_version_by_alias("mnist-vae", "best").run_id == best.info.run_id
     model, config = load_model("models:/mnist-vae@best", tracking_uri=uri)
@@ -69,7 +69,7 @@ def test_a_higher_is_better_metric_picks_the_highest(two_runs, capsys):
     ("arguments", "message"),
     [
         (["--sweep", "multirun/none"], "error: No runs match sweep "),
-        (["--all", "--metric", "final/test/kl"], "error: --metric final/test/kl has no better direction; choose one"),
+        (["--all", "--metric", "loss/kl/test"], "error: --metric loss/kl/test has no better direction; choose one"),
         (["--all", "--metric", "quality/fid"], "error: None of the 2 runs of all runs FINISHED with the metric"),
         (["--all", "--experiment", "nope"], "error: No experiment 'nope'"),
     ],

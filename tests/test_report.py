@@ -206,7 +206,7 @@ def test_aggregates_average_seeds_and_leave_out_the_failed_run(points, store):
     assert len(points) == 6 and 200 not in points["model.latent"].tolist()
     two_seeds = points[(points["model.latent"] == 2) & (points["training.epochs"] == 10)].iloc[0]
     assert two_seeds["seeds"] == 2
-    assert two_seeds["final/test/loss"] == 150.0 and two_seeds["final/test/loss std"] == pytest.approx(math.sqrt(2))
+    assert two_seeds["loss/test"] == 150.0 and two_seeds["loss/test std"] == pytest.approx(math.sqrt(2))
     assert two_seeds["run_ids"] == [store.ids[2, 10, 0], store.ids[2, 10, 1]]
     assert points["seeds"].sum() == 7 and points["model.hidden"].tolist() == ["[32]"] * 6
 
@@ -233,7 +233,7 @@ def test_find_saturation(sizes, losses, threshold, expected):
 
 
 def test_best_settings_and_latent_usage(points):
-    best = findings.best_setting(points, "final/test/loss")
+    best = findings.best_setting(points, "loss/test")
     assert (best["model.latent"], best["training.epochs"]) == (50, 10)
     best_fid = findings.best_setting(points, "quality/fid")
     assert (best_fid["model.latent"], best_fid["training.epochs"]) == (10, 10)

@@ -10,23 +10,21 @@ TRAIN = ("model.hidden=[32]", "model.latent=3", "training.epochs=2", "eval.sampl
 
 def test_history_comparison_flags_any_difference_beyond_atol():
     original = [
-        {"epoch": 1, "test/loss": 10.0, "epoch_time_s": 1.0},
-        {"epoch": 2, "test/loss": 9.0, "epoch_time_s": 1.0},
+        {"epoch": 1, "loss/test": 10.0, "time/epoch_s": 1.0},
+        {"epoch": 2, "loss/test": 9.0, "time/epoch_s": 1.0},
     ]
-    same = [{**row, "epoch_time_s": 5.0} for row in original]
+    same = [{**row, "time/epoch_s": 5.0} for row in original]
     assert compare_histories(original, same, atol=0)[1]
-    off = [original[0], {**original[1], "test/loss": 9.001}]
+    off = [original[0], {**original[1], "loss/test": 9.001}]
     lines, agree = compare_histories(original, off, atol=0)
-    assert not agree and any("test/loss" in line and "MISMATCH" in line for line in lines)
+    assert not agree and any("loss/test" in line and "MISMATCH" in line for line in lines)
     assert compare_histories(original, off, atol=0.01)[1]
     assert compare_histories(original, original[:1], atol=0)[0][0] == "per-epoch histories, epochs 1..1:"
 
 
 def test_final_comparison_and_provenance_differences():
-    assert not compare_finals({"final/test/loss": 1.0}, {"final/test/loss": 2.0}, 0)[1]
-    assert compare_finals(
-        {"final/test/loss": 1.0, "final/epoch_time_s": 3.0}, {"final/test/loss": 1.0, "final/epoch_time_s": 4.0}, 0
-    )[1]
+    assert not compare_finals({"loss/test": 1.0}, {"loss/test": 2.0}, 0)[1]
+    assert compare_finals({"loss/test": 1.0, "time/train_s": 3.0}, {"loss/test": 1.0, "time/train_s": 4.0}, 0)[1]
     differences = provenance_differences(
         {"git.commit": "a", "host": "x", "data.md5.f": "1"}, {"git.commit": "b", "host": "y", "data.md5.f": "1"}
     )
@@ -48,10 +46,10 @@ def test_reproducing_from_the_run_id_gives_identical_histories(workdir, finished
     result = run_cli("vae_sweep.reproduce", original.info.run_id, cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MATCH (atol 0)" in result.stdout and "MISMATCH" not in result.stdout
-    assert "final/test/loss" in result.stdout
+    assert "loss/test" in result.stdout
     runs = client.search_runs([original.info.experiment_id], f"tags.reproduces = '{original.info.run_id}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    for key in ("train/loss", "test/loss", "test/kl"):
+    for key in ("loss/train", "loss/test", "loss/kl/test"):
         first = [m.value for m in sorted(client.get_metric_history(original.info.run_id, key), key=lambda m: m.step)]
         again = [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]
         assert first == again and len(first) == 2
@@ -66,7 +64,7 @@ def test_reproducing_from_the_job_folder_and_detecting_a_changed_seed(workdir, f
         "vae_sweep.reproduce", str(finished_job), "training.seed=1", "tracking.enabled=false", cwd=workdir
     )
     assert changed.returncode == 1
-    assert "MISMATCH" in changed.stdout and "test/loss" in changed.stdout
+    assert "MISMATCH" in changed.stdout and "loss/test" in changed.stdout
 
 
 @pytest.mark.slow

@@ -47,10 +47,18 @@ def fake_run(tags: dict, start_ms: float = 0):
 def test_a_running_run_is_dead_when_its_process_is_gone_or_silent():
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
+    assert is_dead(fake_run({"sys.host": platform.node(), "sys.pid": str(gone.pid)}), timeout_s=600)
+    assert not is_dead(fake_run({"sys.host": platform.node(), "sys.pid": str(os.getpid())}), timeout_s=600)
+    assert is_dead(fake_run({"sys.host": "elsewhere", "sys.heartbeat": "1000"}), timeout_s=600, now=2000)
+    assert not is_dead(fake_run({"sys.host": "elsewhere", "sys.heartbeat": "1900"}), timeout_s=600, now=2000)
+
+
+def test_runs_logged_with_bare_liveness_tags_are_still_read():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
     assert is_dead(fake_run({"host": platform.node(), "pid": str(gone.pid)}), timeout_s=600)
     assert not is_dead(fake_run({"host": platform.node(), "pid": str(os.getpid())}), timeout_s=600)
-    assert is_dead(fake_run({"host": "elsewhere", "heartbeat": "1000"}), timeout_s=600, now=2000)
-    assert not is_dead(fake_run({"host": "elsewhere", "heartbeat": "1900"}), timeout_s=600, now=2000)
+    assert not is_dead(fake_run({"host": "elsewhere", "heartbeat": "1900"}, start_ms=0), timeout_s=600, now=2000)
 
 
 class Discard:
@@ -65,7 +73,7 @@ def fresh(seed=0):
 
 
 def without_time(history):
-    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+    return [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in history]
 
 
 def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
@@ -130,7 +138,7 @@ def start(workdir, data, *args):
     )  # fmt: skip
 
 
-def histories(client, run, keys=("train/loss", "test/loss", "test/kl")):
+def histories(client, run, keys=("loss/train", "loss/test", "loss/kl/test")):
     return {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)] for key in keys}
 
 
@@ -161,9 +169,9 @@ def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_da
     for latent, run in by_latent(runs).items():
         expected = by_latent(reference_runs)[latent]
         got = histories(client, run)
-        assert [step for step, _ in got["test/loss"]] == list(range(1, 9))
+        assert [step for step, _ in got["loss/test"]] == list(range(1, 9))
         assert got == histories(reference_client, expected)
-        assert run.data.metrics["final/test/loss"] == expected.data.metrics["final/test/loss"]
+        assert run.data.metrics["loss/test"] == expected.data.metrics["loss/test"]
     assert not list((interrupted / "checkpoints").glob("*.pt"))
 
     third = run_cli("vae_sweep", *SWEEP, cwd=interrupted)
@@ -191,7 +199,7 @@ def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
     assert "resuming after epoch" in env_result.stdout
     client, runs = runs_of(workdir)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")] == list(range(1, 7))
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/train")] == list(range(1, 7))
 
 
 def test_resume_never_forces_a_new_run(workdir):

@@ -16,6 +16,7 @@ from tests import postgres
 from tests.conftest import REPO, experiment_runs, free_port, run_cli, serve_mlflow
 from tests.test_resume import runs_of, start
 from tests.test_tracking import check_complete_run
+from vae_sweep import names
 from vae_sweep.config import register_configs
 from vae_sweep.jobs.runtime import threads_per_job
 
@@ -183,9 +184,9 @@ def wait_for_training_pid(workdir: Path, process: subprocess.Popen, epochs: str,
         if list(workdir.glob("multirun/*/*/.submitit")):
             client, runs = runs_of(workdir)
             for run in runs:
-                if run.data.params.get("training.epochs") == epochs and "pid" in run.data.tags:
-                    if client.get_metric_history(run.info.run_id, "train/loss"):
-                        return int(run.data.tags["pid"])
+                if run.data.params.get("training.epochs") == epochs and names.TAG_PID in run.data.tags:
+                    if client.get_metric_history(run.info.run_id, names.TRAIN_LOSS):
+                        return int(run.data.tags[names.TAG_PID])
         time.sleep(0.2)
     process.kill()
     output, errors = process.communicate()

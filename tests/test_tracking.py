@@ -6,26 +6,26 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli, serve_mlflow, train_in_process
-from vae_sweep import load_model, names
+from vae_sweep import load_model
 from vae_sweep.errors import UserError
-from vae_sweep.tracking.runs import tracked_run
-from vae_sweep.tracking.store import check_reachable, connect, open_store
+from vae_sweep.tracking.runs import MlflowTracker, NullTracker, tracked_run
+from vae_sweep.tracking.store import check_reachable, connect, open_store, ui_link
 
 FIGURES = {
     "losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png", "kl_per_dim_history.png"
 }  # fmt: skip
 EPOCH_METRICS = [
-    "train/recon",
-    "train/kl",
-    "train/loss",
-    "test/recon",
-    "test/kl",
-    "test/loss",
-    "test/elbo",
+    "loss/recon/train",
+    "loss/recon/test",
+    "loss/kl/train",
+    "loss/kl/test",
+    "loss/train",
+    "loss/test",
+    "loss/elbo/test",
     "active_units",
     "kl_weight",
     "lr",
-    "epoch_time_s",
+    "time/epoch_s",
 ]
 
 
@@ -45,11 +45,11 @@ def only_run(uri: str, experiment: str = "t"):
 def test_a_run_that_completes_is_finished_with_its_params(tmp_path):
     cfg = tracking_cfg(tmp_path)
     with tracked_run(open_store(cfg), "latent=3", {"model.latent": 3}, {"sweep.job": "0"}) as tracker:
-        tracker.log_epoch(1, {"test/loss": 5.0})
+        tracker.log_epoch(1, {"loss/test": 5.0})
     client, run = only_run(cfg.uri)
     assert run.info.status == "FINISHED" and run.info.run_name == "latent=3"
     assert run.data.params == {"model.latent": "3"} and run.data.tags["sweep.job"] == "0"
-    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test/loss")] == [(1, 5.0)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss/test")] == [(1, 5.0)]
     assert run.info.artifact_uri.startswith(f"file://{tmp_path}/mlruns")
 
 
@@ -73,9 +73,35 @@ def test_experiment_creation_is_idempotent(tmp_path):
     assert connect(uri, "e", None)[1] == connect(uri, "e", None)[1]
 
 
+def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client, experiment_id = connect(uri, "e", None)
+    tags = client.get_experiment(experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "python -m vae_sweep -m" in tags["mlflow.note.content"]
+    assert "python -m vae_sweep.report" in tags["mlflow.note.content"]
+
+
+def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = MlflowClient(uri).create_experiment("old", tags={"mlflow.note.content": "ours"})
+    client, same = connect(uri, "old", None)
+    tags = client.get_experiment(same).tags
+    assert same == experiment_id and tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"] == "ours"
+
+
+def test_the_runs_link_serves_a_local_store_first():
+    assert ui_link("http://host:5000/", "3").startswith("http://host:5000/#/experiments/3/runs?")
+    assert "workflowType=machine_learning" in ui_link("http://host:5000/", "3")
+    local = ui_link("sqlite:////x/mlflow.db", "1")
+    assert local.startswith("mlflow ui --backend-store-uri sqlite:////x/mlflow.db")
+    assert "then open http://127.0.0.1:5000/#/experiments/1/runs?" in local
+
+
 def test_disabled_tracking_writes_no_store(tmp_path):
     with tracked_run(open_store(tracking_cfg(tmp_path, enabled=False)), "x", {}, {}) as tracker:
-        tracker.log_epoch(1, {"test/loss": 1.0})
+        tracker.log_epoch(1, {"loss/test": 1.0})
     assert not (tmp_path / "mlflow.db").exists()
 
 
@@ -93,7 +119,7 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
     assert run.info.status == "FINISHED"
     for key in EPOCH_METRICS:
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, epochs + 1)), key
-    assert "final/test/loss" in run.data.metrics
+    assert "time/train_s" in run.data.metrics and not [key for key in run.data.metrics if key.startswith("final/")]
     if any(key.startswith("quality/") for key in run.data.metrics):
         assert {"quality/iwae_bound", "quality/active_units", "quality/fid", "quality/train_test_gap"} <= set(
             run.data.metrics
@@ -103,7 +129,7 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
     assert {a.path for a in client.list_artifacts(run_id, "hydra")} >= {"hydra/config.yaml", "hydra/overrides.yaml"}
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert artifacts >= {"config_resolved.yaml", "checkpoint", "history.csv", "kl_per_dim_history.csv"}
-    for tag in ("sweep.id", "sweep.job", "hydra.overrides", "git.commit", "host", "version.torch"):
+    for tag in ("sweep.id", "sweep.job", "hydra.overrides", "git.commit", "sys.host", "version.torch"):
         assert tag in run.data.tags
 
 
@@ -114,6 +140,7 @@ def test_multirun_leaves_one_complete_run_per_job(workdir):
         "eval.iwae_k=5", cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "MLflow runs: mlflow ui --backend-store-uri sqlite:///" in result.stdout + result.stderr
     client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     assert sorted(run.info.run_name for run in runs) == [
         "latent=2 epochs=2 hidden=[32] samples=200 iwae_k=5",
@@ -126,10 +153,15 @@ def test_multirun_leaves_one_complete_run_per_job(workdir):
         assert run.data.metrics["quality/iwae_k"] == 5
         # Grey levels: -L_k is a bound in nats but no likelihood, so it is not called an NLL.
         assert "quality/iwae_nll" not in run.data.metrics
-        assert 0 < run.data.metrics["quality/iwae_grey_bound_nats"] <= run.data.metrics["final/test/loss"] + 1e-3
+        assert 0 < run.data.metrics["quality/iwae_grey_bound_nats"] <= run.data.metrics["loss/test"] + 1e-3
         assert run.data.metrics["quality/iwae_images"] == 200 and run.data.metrics["quality/samples"] == 200
         assert run.data.metrics["quality/active_units"] <= int(run.data.params["model.latent"])
         assert len([t for t in run.data.tags if t.startswith("data.md5.")]) == 4
+        note = run.data.tags["mlflow.note.content"]
+        assert "IWAE bound on grey levels (not an NLL) (k=5)" in note and "FID" in note
+    trained = [run for run in runs if "time/classifier_train_s" in run.data.metrics]
+    assert len(trained) == 1 and "sys.trained_classifier" in trained[0].data.tags
+    assert "trained the shared FID classifier" in trained[0].data.tags["mlflow.note.content"]
     manifold_runs = [
         r
         for r in runs
@@ -210,12 +242,35 @@ def test_a_job_tracked_by_a_real_server(workdir, mlflow_server):
     assert runs[0].data.params["model.latent"] == "2"
 
 
+def test_null_tracker_stands_in_for_every_method_a_job_calls():
+    called = {name for name in vars(MlflowTracker) if not name.startswith("_")} - {"start", "reopen", "end"}
+    assert called <= set(dir(NullTracker))
+
+
 def test_a_job_in_process_is_one_complete_run(workdir):
-    final = train_in_process(workdir, "training.epochs=2", "model.hidden=[16]", "eval.enabled=false")
+    final = train_in_process(
+        workdir, "training.epochs=3", "model.hidden=[16]", "eval.enabled=false", "tracking.image_every=2",
+        "tracking.system_metrics_s=0.2",
+    )  # fmt: skip
     client, (run,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
-    check_complete_run(client, run, epochs=2)
-    assert run.info.run_name == "epochs=2 hidden=[16] enabled=false"
-    assert final["final/test/loss"] == run.data.metrics["final/test/loss"]
+    check_complete_run(client, run, epochs=3)
+    assert run.info.run_name == "epochs=3 hidden=[16] enabled=false"
+    note = run.data.tags["mlflow.note.content"]
+    assert f"Test loss {final['loss/test']:.2f} nats" in note and "/artifactPath/figures/losses.png" in note
+    frames = [a.path.split("+") for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
+    assert sorted((key, int(step)) for key, _, step, *_ in frames) == [
+        ("images/reconstructions", 1), ("images/reconstructions", 2), ("images/reconstructions", 3),
+        ("images/samples", 1), ("images/samples", 2), ("images/samples", 3),
+    ]  # fmt: skip
+    inputs = {(i.dataset.name, i.tags[0].value) for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert inputs == {("mnist-train", "train"), ("mnist-test", "test")}
+    assert any(key.startswith("system/cpu") for key in run.data.metrics)
+    assert final["loss/test"] == run.data.metrics["loss/test"]
+    assert {"model.latent", "training.epochs", "data.name"} <= set(run.data.params)
+    placement = ("paths.", "tracking.", "data.root", "eval.classifier_dir", "training.progress", "training.threads")
+    assert not [key for key in run.data.params if key.startswith(placement)]
+    assert {"sys.pid", "sys.host", "sys.heartbeat"} <= set(run.data.tags)
+    assert not {"pid", "host", "heartbeat"} & set(run.data.tags)
     assert (workdir / "outputs" / "in-process" / "history.csv").is_file()
 
 
@@ -232,9 +287,3 @@ def test_only_a_binarized_job_calls_its_bound_an_nll(workdir):
     binarized = train_in_process(workdir, *settings, "data.binarize=dynamic", "tracking.enabled=false")
     assert binarized["quality/iwae_nll"] == -binarized["quality/iwae_bound"]
     assert "quality/iwae_grey_bound_nats" not in binarized and binarized["quality/iwae_k"] == 3
-
-
-def test_old_grey_level_runs_read_under_todays_names():
-    old = {"quality/iwae_nll": 80.0, "quality/iwae_bound": -80.0}
-    assert names.renamed_metrics(old, "none") == {"quality/iwae_grey_bound_nats": 80.0, "quality/iwae_bound": -80.0}
-    assert names.renamed_metrics(old, "dynamic") == old

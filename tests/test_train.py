@@ -37,16 +37,29 @@ def test_kl_weight_ramps_linearly_then_holds():
 def test_fit_reports_every_epoch_and_learns(tiny_data):
     history, recorder, _ = train_once(tiny_data)
     assert [epoch for epoch, _ in recorder.epochs] == [1, 2, 3]
-    assert list(recorder.epochs[0][1]) == list(names.EPOCH_METRICS)
-    assert history[-1]["test/loss"] < history[0]["test/loss"]
+    keys = [
+        "loss/recon/train",
+        "loss/recon/test",
+        "loss/kl/train",
+        "loss/kl/test",
+        "loss/train",
+        "loss/test",
+        "loss/elbo/test",
+        "active_units",
+        "kl_weight",
+        "lr",
+        "time/epoch_s",
+    ]
+    assert list(recorder.epochs[0][1]) == keys
+    assert history[-1]["loss/test"] < history[0]["loss/test"]
     for row in history:
-        assert row["train/loss"] == pytest.approx(row["train/recon"] + row["train/kl"], rel=1e-5)
+        assert row["loss/train"] == pytest.approx(row["loss/recon/train"] + row["loss/kl/train"], rel=1e-5)
 
 
 def test_same_seed_gives_bitwise_identical_losses(tiny_data):
     first, _, _ = train_once(tiny_data)
     second, _, _ = train_once(tiny_data)
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in rows]  # noqa: E731
     assert strip(first) == strip(second)
     other, _, _ = train_once(tiny_data, seed=1)
     assert strip(other) != strip(first)
@@ -64,7 +77,7 @@ def test_grey_levels_train_exactly_like_their_floats(tiny_data):
         model = VAE(latent=3, hidden=[64])
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         history = fit(model, optimizer, split_train, split_test, training_settings(epochs=2), Recorder())
-        histories.append([{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history])
+        histories.append([{k: v for k, v in row.items() if k != "time/epoch_s"} for row in history])
     assert train.images.dtype == torch.uint8 and histories[0] == histories[1]
 
 
@@ -72,8 +85,8 @@ def test_warmup_weights_the_train_kl_but_not_the_test_loss(tiny_data):
     history, _, _ = train_once(tiny_data, kl_warmup_epochs=2, epochs=2)
     assert [row["kl_weight"] for row in history] == [0.5, 1.0]
     first = history[0]
-    assert first["train/loss"] == pytest.approx(first["train/recon"] + 0.5 * first["train/kl"], rel=1e-5)
-    assert first["test/loss"] == pytest.approx(first["test/recon"] + first["test/kl"], rel=1e-5)
+    assert first["loss/train"] == pytest.approx(first["loss/recon/train"] + 0.5 * first["loss/kl/train"], rel=1e-5)
+    assert first["loss/test"] == pytest.approx(first["loss/recon/test"] + first["loss/kl/test"], rel=1e-5)
 
 
 def test_evaluation_is_repeatable_and_leaves_the_training_rng_alone(tiny_data):

@@ -14,7 +14,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=CONFIG_PACKAGE, config_name="config")
 @single_run_exits_on_user_error
 def main(cfg: DictConfig) -> float:
-    return run(cfg)[names.FINAL_TEST_LOSS]
+    return run(cfg)[names.TEST_LOSS]
 
 
 if __name__ == "__main__":

@@ -110,6 +110,10 @@ class TrackingConfig:
     artifact_root: Optional[str] = None
     # Extra run tags, e.g. +tracking.tags.purpose=ablation; reproduction sets `reproduces`.
     tags: Dict[str, str] = field(default_factory=dict)
+    # Reconstructions and prior samples as per-epoch images every this many epochs (and at the first and last); 0: none.
+    image_every: int = 5
+    # Seconds between samples of CPU, memory, disk and network (MLflow's system/ metrics); 0: none.
+    system_metrics_s: float = 10.0
 
 
 @dataclass
@@ -174,6 +178,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.iwae_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "eval.samples": (lambda v: v >= 2, "an integer >= 2"),
     "tracking.experiment": (lambda v: len(v.strip()) > 0, "a non-empty name"),
+    "tracking.image_every": (lambda v: v >= 0, "a number of epochs >= 0 (0: no images)"),
+    "tracking.system_metrics_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: no system metrics)"),
 }
 
 

@@ -9,9 +9,16 @@ TERMS = ("recon", "kl", "loss")
 SPLITS = ("train", "test")
 
 
+LOSSES = "loss/"
+
+
 def epoch_key(split: str, term: str) -> str:
-    """The per-epoch metric of a loss term on a split: 'test/loss'."""
-    return f"{split}/{term}"
+    """The per-epoch metric of a loss term on a split: 'loss/test', 'loss/kl/test', 'loss/recon/train'.
+
+    The MLflow UI puts charts in sections named by what comes before the last slash, sections in alphabetical
+    order: so train and test share a section, and the loss and its terms come before the end-of-run `quality/`.
+    """
+    return f"{LOSSES}{split}" if term == "loss" else f"{LOSSES}{term}/{split}"
 
 
 TRAIN_LOSS = epoch_key("train", "loss")
@@ -24,10 +31,12 @@ TEST_ELBO = epoch_key("test", "elbo")
 ACTIVE_UNITS = "active_units"
 KL_WEIGHT = "kl_weight"
 LR = "lr"
-EPOCH_TIME = "epoch_time_s"
+# Wall-clock figures differ between any two runs, so no comparison counts them.
+TIMING = "time/"
+EPOCH_TIME = TIMING + "epoch_s"
 # Every metric logged once per epoch (step = epoch), in a history row's order.
 EPOCH_METRICS = (
-    *(epoch_key(split, term) for split in SPLITS for term in TERMS),
+    *(epoch_key(split, term) for term in TERMS for split in SPLITS),
     TEST_ELBO,
     ACTIVE_UNITS,
     KL_WEIGHT,
@@ -35,18 +44,9 @@ EPOCH_METRICS = (
     EPOCH_TIME,
 )
 
-# The end of a run: `final/` copies of the last epoch, and the end-of-run evaluation under `quality/`.
-FINAL = "final/"
-
-
-def final(key: str) -> str:
-    return FINAL + key
-
-
-FINAL_TEST_LOSS = final(TEST_LOSS)
-TRAIN_TIME = final("train_time_s")
-# Suffix of every wall-clock figure: they differ between any two runs, so no comparison counts them.
-TIMING_SUFFIX = "time_s"
+# Logged once, at the end of a run (step = last epoch); the last epoch's values are the run's latest values.
+TRAIN_TIME = TIMING + "train_s"
+CLASSIFIER_TIME = TIMING + "classifier_train_s"  # the one run that trained the shared FID classifier
 
 QUALITY = "quality/"
 Q_TRAIN_LOSS = "quality/train_loss"
@@ -71,15 +71,56 @@ Q_IS_REFERENCE = "quality/inception_score_reference"
 Q_CLASSIFIER_ACCURACY = "quality/classifier_accuracy"
 
 # Keys older runs logged under another name: old -> new, for grey-level runs (data.binarize = none) only. Binarized
-# runs' quality/iwae_nll was and is a likelihood bound, so they keep it. Readers of old runs apply renamed_metrics().
+# runs' quality/iwae_nll was and is a likelihood bound, so they keep it. The report reads old runs through it (analysis/report/table.py).
 GREY_LEVEL_RENAMES = {Q_IWAE_NLL: Q_IWAE_GREY}
 
 
-def renamed_metrics(metrics: dict[str, float], binarize: str) -> dict[str, float]:
-    """A run's metrics under today's names, given its data.binarize ('none', 'dynamic' or 'fixed')."""
-    if binarize != "none":
-        return dict(metrics)
-    return {GREY_LEVEL_RENAMES.get(key, key): value for key, value in metrics.items()}
+# Names that runs before the UI-friendly names logged (and history.csv files held), and their names now. The
+# `final/` copies of the last epoch are now simply the per-epoch metrics' latest values.
+FORMER_METRICS = {
+    **{f"{split}/{term}": epoch_key(split, term) for split in SPLITS for term in TERMS},
+    **{f"final/{split}/{term}": epoch_key(split, term) for split in SPLITS for term in TERMS},
+    "epoch_time_s": EPOCH_TIME,
+    "final/kl_weight": KL_WEIGHT,
+    "final/epoch_time_s": EPOCH_TIME,
+    "final/train_time_s": TRAIN_TIME,
+}
+
+
+def current_metric(key: str) -> str:
+    """A metric's name now, for a name read from any store or history.csv ('final/test/loss' -> 'loss/test').
+
+    Also takes the `metrics.` columns of mlflow.search_runs: 'metrics.test/loss' -> 'metrics.loss/test'.
+    """
+    prefix = "metrics." if key.startswith("metrics.") else ""
+    bare = key.removeprefix(prefix)
+    return prefix + FORMER_METRICS.get(bare, bare)
+
+
+def current_metrics(metrics):
+    """A dict, or a DataFrame's columns, with every metric under its current name (see current_metric).
+
+    Where a run holds both an old and a new name of one metric (`final/test/loss` beside `test/loss`), the values
+    are the same; a DataFrame of old and new runs gets one column per metric, filled from whichever name a run has.
+    """
+    if not hasattr(metrics, "columns"):
+        current = {current_metric(key): value for key, value in metrics.items()}
+        return {**current, **{key: value for key, value in metrics.items() if key in current}}
+    frame = metrics.copy()
+    for old in [column for column in frame.columns if current_metric(column) != column]:
+        new = current_metric(old)
+        frame[new] = frame[new].combine_first(frame[old]) if new in frame.columns else frame[old]
+        frame = frame.drop(columns=old)
+    return frame
+
+
+def every_name(key: str) -> tuple[str, ...]:
+    """A metric's current name and the per-epoch names it had before: to fetch its history from runs of any version."""
+    return (key, *(old for old, new in FORMER_METRICS.items() if new == key and not old.startswith("final/")))
+
+
+def is_timing(key: str) -> bool:
+    return current_metric(key).removeprefix("metrics.").startswith(TIMING)
 
 
 # ---- files in a job folder, and where they go on the run ------------------------------------------------------------
@@ -110,19 +151,30 @@ FIG_MANIFOLD = "manifold.png"
 FIG_KL_PER_DIM = "kl_per_dim.png"
 FIG_KL_PER_DIM_HISTORY = "kl_per_dim_history.png"
 
+# Image series logged every few epochs (MLflow's per-step images: a slider in the run's Model metrics tab).
+IMAGE_RECONSTRUCTIONS = "reconstructions"
+IMAGE_SAMPLES = "samples"
+
 # ---- run tags -----------------------------------------------------------------------------------------------------
 TAG_SWEEP_ID = "sweep.id"
 TAG_SWEEP_JOB = "sweep.job"
 TAG_OVERRIDES = "hydra.overrides"
 TAG_THREADS = "torch.threads"
-TAG_PID = "pid"
-TAG_HOST = "host"
-TAG_HEARTBEAT = "heartbeat"
+# What resume needs to tell a live run from a dead one, under `sys.` so that it stays out of the way in the UI.
+TAG_PID = "sys.pid"
+TAG_HOST = "sys.host"
+TAG_HEARTBEAT = "sys.heartbeat"  # Unix seconds of the last epoch logged
+# Their names on runs logged before they moved: resume still reads them.
+FORMER_TAGS = {TAG_PID: "pid", TAG_HOST: "host", TAG_HEARTBEAT: "heartbeat"}
+TAG_CLASSIFIER_TRAINED = "sys.trained_classifier"  # on the one run whose duration includes training it
 TAG_FINGERPRINT = "fingerprint"
 TAG_ERROR = "error"
 TAG_RESUMED = "resumed"
 TAG_REPRODUCES = "reproduces"
-TAG_NOTE = "mlflow.note.content"
+TAG_NOTE = "mlflow.note.content"  # the Description of a run or an experiment in the MLflow UI
+# The MLflow UI shows an experiment as model training (runs, charts) rather than GenAI (traces) by this tag.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 TAG_DATA_MD5 = "data.md5."  # + raw file name
 TAG_PRESET = "preset"  # the experiment=... preset a job was launched with, if any
 # Provenance that decides whether a rerun can be expected to match bit for bit.

@@ -95,8 +95,22 @@ class VaeSweeper(BasicSweeper):
 
         jobs = [job for results in returns for job in results]
         failed = [job for job in jobs if job.status != JobStatus.COMPLETED]
+        link = self.runs_link(jobs)
         if failed:
             lines = "\n".join("  " + _describe(job) for job in failed)
-            raise UserError(f"{len(failed)} of {len(jobs)} jobs failed (sweep {sweep_dir}):\n{lines}")
-        log.info(f"All {len(jobs)} jobs finished (sweep {sweep_dir}).")
+            raise UserError(f"{len(failed)} of {len(jobs)} jobs failed (sweep {sweep_dir}):\n{lines}{link}")
+        log.info(f"All {len(jobs)} jobs finished (sweep {sweep_dir}).{link}")
         return returns
+
+    def runs_link(self, jobs: Sequence[JobReturn]) -> str:
+        """A line pointing at the sweep's runs in the MLflow UI; empty without tracking or a reachable store."""
+        from mlflow.exceptions import MlflowException  # as killed_jobs: Hydra imports this plugin for every command
+
+        from vae_sweep.tracking.store import runs_link
+
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(jobs[0].overrides or []))
+        try:
+            link = runs_link(config.tracking)
+        except (UserError, MlflowException):  # the summary matters more than the link
+            return ""
+        return f"\nMLflow runs: {link}" if link else ""

@@ -1,6 +1,6 @@
 """The best run of a sweep as a registered model, so a team loads it by name: vae_sweep.load_model("models:/NAME@best").
 
-python -m vae_sweep.registry register NAME [--sweep DIR | --run RUN_ID | --all] [--metric final/test/loss]
+python -m vae_sweep.registry register NAME [--sweep DIR | --run RUN_ID | --all] [--metric loss/test]
 
 Like the report, it covers the latest sweep of the experiment unless told otherwise. Each call adds a model version
 made from the chosen run's checkpoint artifact and moves the alias `best` to it.
@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--sweep", help="a sweep's multirun folder (its sweep.id tag); default: the latest sweep")
     which.add_argument("--run", help="this run, whatever its metric")
     which.add_argument("--all", action="store_true", help="every run of the experiment")
-    registering.add_argument(
-        "--metric", default=names.FINAL_TEST_LOSS, help=f"what 'best' means (default {names.FINAL_TEST_LOSS})"
-    )
+    registering.add_argument("--metric", default=names.TEST_LOSS, help=f"what 'best' means (default {names.TEST_LOSS})")
     registering.add_argument("--tracking-uri", help="the store (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     register_command(parser.parse_args(argv))
     return 0

@@ -32,8 +32,11 @@ class Recorded:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
+    """The rows of a history.csv, its columns under their current names whichever version wrote it."""
     with open(path) as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+        return [
+            {names.current_metric(key): float(value) for key, value in row.items()} for row in csv.DictReader(handle)
+        ]
 
 
 def _read_json(path: Path) -> dict:
@@ -50,7 +53,8 @@ def from_job_dir(folder: Path) -> Recorded:
         raise UserError(
             f"{folder} holds no history.csv: the job never finished an epoch, so there is nothing to compare."
         )
-    final, tags = _read_json(folder / names.FINAL_METRICS), _read_json(folder / names.PROVENANCE)
+    final = names.current_metrics(_read_json(folder / names.FINAL_METRICS))
+    tags = _read_json(folder / names.PROVENANCE)
     return Recorded(str(folder), hydra_dir, read_history(folder / names.HISTORY), final, tags)
 
 
@@ -72,7 +76,7 @@ def from_run(run_id: str, tracking_uri: str | None, workdir: Path) -> Recorded:
         raise UserError(
             f"Run {run_id} has no stored config (artifacts hydra/ and history.csv); it cannot be reproduced."
         ) from None
-    final = {key: value for key, value in run.data.metrics.items() if key.startswith(names.FINAL)}
+    final = names.current_metrics(run.data.metrics)
     return Recorded(run_id, hydra_dir, history, final, dict(run.data.tags))
 
 
@@ -94,7 +98,7 @@ def _differs(a: float, b: float, atol: float) -> bool:
 def compare_histories(original: list[dict], reproduced: list[dict], atol: float) -> tuple[list[str], bool]:
     """Per metric, the largest difference over the epochs both runs have."""
     epochs = min(len(original), len(reproduced))
-    keys = [k for k in original[0] if k != "epoch" and not k.endswith(names.TIMING_SUFFIX) and k in reproduced[0]]
+    keys = [k for k in original[0] if k != "epoch" and not names.is_timing(k) and k in reproduced[0]]
     lines, agree = [f"per-epoch histories, epochs 1..{epochs}:", f"  {'metric':<22}{'max |difference|':>18}"], True
     for key in keys:
         differences = [abs(o[key] - r[key]) for o, r in zip(original[:epochs], reproduced[:epochs], strict=True)]
@@ -105,7 +109,7 @@ def compare_histories(original: list[dict], reproduced: list[dict], atol: float)
 
 
 def compare_finals(original: dict[str, float], reproduced: dict[str, float], atol: float) -> tuple[list[str], bool]:
-    keys = sorted(k for k in original if k in reproduced and not k.endswith(names.TIMING_SUFFIX))
+    keys = sorted(k for k in original if k in reproduced and not names.is_timing(k))
     lines, agree = [f"  {'final metric':<28}{'original':>14}{'reproduced':>14}"], True
     for key in keys:
         bad = _differs(original[key], reproduced[key], atol)

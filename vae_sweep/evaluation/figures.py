@@ -12,6 +12,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from vae_sweep import names
 from vae_sweep.core.model import IMAGE_SIZE
 from vae_sweep.evaluation.plotting import plt, saved_figure
 
@@ -45,7 +46,7 @@ def losses(history: list[dict[str, float]], path: Path | str) -> Path:
     with saved_figure(path, ncols=len(LOSS_TERMS), figsize=(15, 4.5)) as (fig, axes):
         for ax, (term, name) in zip(axes, LOSS_TERMS, strict=True):
             for split in ("train", "test"):
-                ax.plot(epochs, [row[f"{split}/{term}"] for row in history], marker=".", label=split)
+                ax.plot(epochs, [row[names.epoch_key(split, term)] for row in history], marker=".", label=split)
             ax.set_title(name)
             ax.set_xlabel("epoch")
             ax.set_ylabel("nats per image")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,12 @@ def evaluate_quality(model: VAE, data: Data, means, logvars, out: JobOutputs) ->
     if cfg.eval.sample_quality:
         key = classifier_key(cfg)
         cache = Path(cfg.eval.classifier_dir)
+        started = time.perf_counter()
         scorer = quality.load_classifier(key, data.classifier_train, test, cache)
+        if scorer.newly_trained:
+            # Once per machine and dataset, inside this run's duration: said so, or the run looks slow.
+            results[names.CLASSIFIER_TIME] = time.perf_counter() - started
+            out.tracker.set_tags({names.TAG_CLASSIFIER_TRAINED: f"{key}: the FID classifier that later runs load"})
         release_freed_memory()
         results[names.Q_CLASSIFIER_ACCURACY] = scorer.accuracy
         results.update(quality.sample_quality(model, scorer, test, cfg.eval))
@@ -124,6 +130,34 @@ def evaluate_quality(model: VAE, data: Data, means, logvars, out: JobOutputs) ->
     return results
 
 
+def run_description(final: dict[str, float], cfg: DictConfig, figure_files: list[str], tracker) -> str:
+    """The run's headline numbers and links to its figures, as Markdown for the run's Description in the UI."""
+    latent = cfg.model.latent
+    lines = [
+        f"- **Test loss {final[names.TEST_LOSS]:.2f} nats** per image: reconstruction "
+        f"{final[names.TEST_RECON]:.2f}, KL {final[names.TEST_KL]:.2f}; {cfg.training.epochs} epochs, latent {latent}"
+    ]
+    for key, words in ((names.Q_IWAE_NLL, "IWAE NLL"), (names.Q_IWAE_GREY, "IWAE bound on grey levels (not an NLL)")):
+        if key in final:
+            lines.append(
+                f"- {words} (k={final[names.Q_IWAE_K]:.0f}): {final[key]:.2f} nats; "
+                f"active units: {final[names.Q_ACTIVE_UNITS]:.0f} of {latent}"
+            )
+    if names.Q_FID in final:
+        lines.append(
+            f"- FID {final[names.Q_FID]:.2f} (real data: {final[names.Q_FID_REFERENCE]:.2f}), inception score "
+            f"{final[names.Q_IS]:.2f} (real data: {final[names.Q_IS_REFERENCE]:.2f})"
+        )
+    if names.CLASSIFIER_TIME in final:
+        lines.append(
+            f"- This run trained the shared FID classifier: {final[names.CLASSIFIER_TIME]:.0f} s of its duration "
+            f"(`{names.CLASSIFIER_TIME}`); runs after it load it"
+        )
+    links = [f"[{file}]({tracker.artifact_link(f'{names.ARTIFACT_FIGURES}/{file}')})" for file in figure_files]
+    lines.append("- Figures: " + ", ".join(links))
+    return "\n".join(lines)
+
+
 def write_outputs(model: VAE, data: Data, history: list[dict[str, float]], out: JobOutputs) -> dict:
     """History, model checkpoint, figures, final and quality metrics: in the job folder and on the run."""
     cfg, folder, tracker, test = out.cfg, out.folder, out.tracker, data.test
@@ -133,11 +167,13 @@ def write_outputs(model: VAE, data: Data, history: list[dict[str, float]], out: 
     checkpoint.save(model, out.config, folder / names.CHECKPOINT, epoch=cfg.training.epochs)
     means, logvars = metrics.posterior_means(model, test.images, cfg.training.eval_batch_size)
     write_figures(model, test, history, folder / names.FIGURES, means, logvars, out.kl_history)
-    final = {names.final(key): value for key, value in history[-1].items() if "/" in key}
-    final[names.TRAIN_TIME] = sum(row[names.EPOCH_TIME] for row in history)
+    final = {key: value for key, value in history[-1].items() if key != "epoch"}
+    end_of_run = {names.TRAIN_TIME: sum(row[names.EPOCH_TIME] for row in history)}
     if cfg.eval.enabled:
-        final.update(evaluate_quality(model, data, means, logvars, out))
-    tracker.log_metrics(final, step=cfg.training.epochs)
+        end_of_run.update(evaluate_quality(model, data, means, logvars, out))
+    # The last epoch's values are on the run already, as its metrics' latest values.
+    tracker.log_metrics(end_of_run, step=cfg.training.epochs)
+    final.update(end_of_run)
     (folder / names.FINAL_METRICS).write_text(json.dumps(final, indent=1))
     tracker.log_artifact(folder / names.HISTORY)
     if out.kl_history:
@@ -145,6 +181,8 @@ def write_outputs(model: VAE, data: Data, history: list[dict[str, float]], out: 
         tracker.log_artifact(folder / names.KL_PER_DIM_HISTORY)
     tracker.log_artifact(folder / names.CHECKPOINT, names.ARTIFACT_CHECKPOINT)
     tracker.log_artifacts(folder / names.FIGURES, names.ARTIFACT_FIGURES)
+    figure_files = sorted(path.name for path in (folder / names.FIGURES).iterdir())
+    tracker.set_tags({names.TAG_NOTE: run_description(final, cfg, figure_files, tracker)})
     # Python's exit then touches ~110 MB more of the CUDA libraries (unregistering their kernels): on a trimmed heap.
     release_freed_memory()
     return final

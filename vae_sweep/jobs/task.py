@@ -15,18 +15,19 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_sweep import names
-from vae_sweep.config import flatten, to_container, validate
-from vae_sweep.core.data import file_md5s, prepare_data
+from vae_sweep.config import defines_result, flatten, to_container, validate
+from vae_sweep.core.data import RAW_FILES, Split, file_md5s, prepare_data, raw_folder
 from vae_sweep.core.model import build_model
 from vae_sweep.core.optim import build_optimizer, lr_schedule
 from vae_sweep.core.train import fit
 from vae_sweep.errors import UserError
 from vae_sweep.jobs import checkpoint
+from vae_sweep.jobs.frames import EpochFrames
 from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
 from vae_sweep.jobs.runtime import available_cores, resolve_device, set_cpu_threads, threads_per_job
-from vae_sweep.tracking.resume import Decision, decide, fingerprint
-from vae_sweep.tracking.runs import MlflowTracker, NullTracker, tracked_run
+from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag
+from vae_sweep.tracking.runs import DataSplit, MlflowTracker, NullTracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -34,18 +35,26 @@ log = logging.getLogger(__name__)
 
 class ContinuingSink:
     """Reports only epochs the run does not hold yet: after a resume, re-trained epochs were already reported
-    (with identical numbers, since training is deterministic), and epochs in the checkpoint may not have been."""
+    (with identical numbers, since training is deterministic), and epochs in the checkpoint may not have been.
 
-    def __init__(self, tracker: MlflowTracker | NullTracker, history: list[dict[str, float]]):
-        self.tracker = tracker
+    Frames are drawn only for epochs trained now: the model of an epoch restored from a checkpoint is gone."""
+
+    def __init__(self, tracker: MlflowTracker | NullTracker, history: list[dict[str, float]], frames: EpochFrames):
+        self.tracker, self.frames = tracker, frames
         self.reported = tracker.logged_epochs()
         for row in history[self.reported :]:
-            self.log_epoch(int(row["epoch"]), {key: value for key, value in row.items() if key != "epoch"})
+            self.report(int(row["epoch"]), {key: value for key, value in row.items() if key != "epoch"})
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> bool:
+        if epoch <= self.reported:
+            return False
+        self.tracker.log_epoch(epoch, metrics)
+        self.reported = epoch
+        return True
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch > self.reported:
-            self.tracker.log_epoch(epoch, metrics)
-            self.reported = epoch
+        if self.report(epoch, metrics):
+            self.frames(epoch)
 
 
 class Checkpointer:
@@ -85,6 +94,15 @@ def resumable_run_id(decision: Decision, checkpoints: Path) -> str | None:
     return decision.run.info.run_id
 
 
+def data_splits(data_cfg, md5s: dict[str, str], train: Split, test: Split) -> list[DataSplit]:
+    """The run's inputs for MLflow's dataset lineage, from the raw files' MD5s the job records anyway."""
+    folder, sizes = raw_folder(data_cfg.name.value, data_cfg.root), {"train": len(train), "test": len(test)}
+    return [
+        DataSplit(data_cfg.name.value, split, {f: md5s[f] for f in files if f in md5s}, folder, sizes[split])
+        for split, files in RAW_FILES.items()
+    ]
+
+
 def train_job(cfg: DictConfig) -> dict[str, float]:
     """Train one configuration inside its tracked run; returns its final metrics.
 
@@ -105,17 +123,20 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     decision = previous_run(store, key, cfg.training)
     if decision.action == "skip":
         log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
-        return {k: v for k, v in decision.run.data.metrics.items() if k.startswith(names.FINAL)}
+        log.info(f"MLflow runs: {store.runs_link()}")
+        return names.current_metrics(decision.run.data.metrics)
     if decision.action == "busy":
-        other = decision.run.data.tags
+        other = decision.run
         raise UserError(
-            f"Run {decision.run.info.run_id} with this config is still running (pid {other.get(names.TAG_PID)}"
-            f" on {other.get(names.TAG_HOST)}); wait for it, or pass training.resume=never for a new run."
+            f"Run {other.info.run_id} with this config is still running (pid {liveness_tag(other, names.TAG_PID)}"
+            f" on {liveness_tag(other, names.TAG_HOST)}); wait for it, or pass training.resume=never for a new run."
         )
     checkpoints = Path(cfg.paths.checkpoint_dir)
     resume_id = resumable_run_id(decision, checkpoints)
 
-    with tracked_run(store, name, flatten(config), tags, resume_id) as tracker:
+    # Placement and runtime settings stay in the config artifact: as params they would pose as swept axes.
+    params = {key: value for key, value in flatten(config).items() if defines_result(key)}
+    with tracked_run(store, name, params, tags, resume_id, cfg.tracking.system_metrics_s) as tracker:
         if (folder / names.HYDRA_DIR).is_dir():
             tracker.log_artifacts(folder / names.HYDRA_DIR, names.ARTIFACT_HYDRA)
         tracker.log_artifact(folder / names.CONFIG_RESOLVED)
@@ -130,6 +151,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         md5s = file_md5s(cfg.data.name.value, cfg.data.root)
         tags.update({f"{names.TAG_DATA_MD5}{file}": md5 for file, md5 in md5s.items()})
         tracker.set_tags(tags)
+        tracker.log_datasets(data_splits(cfg.data, md5s, train, test))
         (folder / names.PROVENANCE).write_text(json.dumps(tags, indent=1))
 
         model = build_model(cfg.model).to(device)
@@ -147,10 +169,11 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
 
         saver = Checkpointer(model, optimizer, generator, cfg.training, state_path, kl_history)
         dynamic = cfg.data.binarize.value == "dynamic"
+        frames = EpochFrames(model, test, tracker, cfg.tracking.image_every, cfg.training.epochs)
         try:
             history = fit(
-                model, optimizer, train, test, cfg.training, ContinuingSink(tracker, history), dynamic, generator,
-                history, saver, lr_schedule(cfg.optimizer),
+                model, optimizer, train, test, cfg.training, ContinuingSink(tracker, history, frames), dynamic,
+                generator, history, saver, lr_schedule(cfg.optimizer),
                 lambda epoch, posterior: kl_history.append(posterior.kl_per_dim.tolist()),
             )  # fmt: skip
         except KeyboardInterrupt:
@@ -161,6 +184,8 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         del optimizer, saver
         final = write_outputs(model, data, history, JobOutputs(cfg, config, folder, tracker, kl_history))
     state_path.unlink(missing_ok=True)
+    if store is not None:
+        log.info(f"MLflow runs: {store.runs_link()}")
     return final
 
 

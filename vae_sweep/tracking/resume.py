@@ -32,12 +32,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def liveness_tag(run: Run, name: str) -> str | None:
+    """One of the tags resume reads (names.TAG_PID, TAG_HOST, TAG_HEARTBEAT), also on runs that predate `sys.`."""
+    tags = run.data.tags
+    return tags.get(name, tags.get(names.FORMER_TAGS[name]))
+
+
 def is_dead(run: Run, timeout_s: float, now: float | None = None) -> bool:
     """A RUNNING run nobody is running: its process is gone (same host), or it has been silent too long."""
-    tags = run.data.tags
-    if tags.get(names.TAG_HOST) == platform.node() and tags.get(names.TAG_PID, "").isdigit():
-        return not _pid_alive(int(tags[names.TAG_PID]))
-    last_sign = float(tags.get(names.TAG_HEARTBEAT, run.info.start_time / 1000))
+    pid = liveness_tag(run, names.TAG_PID) or ""
+    if liveness_tag(run, names.TAG_HOST) == platform.node() and pid.isdigit():
+        return not _pid_alive(int(pid))
+    last_sign = float(liveness_tag(run, names.TAG_HEARTBEAT) or run.info.start_time / 1000)
     return (now or time.time()) - last_sign > timeout_s
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from mlflow.entities import Metric, Param, RunTag
+import numpy as np
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from vae_sweep import names
 from vae_sweep.tracking.store import Store, refusals_explained
@@ -23,6 +29,28 @@ BATCH_LIMIT = 100
 
 def _param_value(value) -> str:
     return str(value)[:PARAM_LIMIT]
+
+
+@dataclass
+class DataSplit:
+    """One split a run read, as MLflow's dataset lineage records it."""
+
+    dataset: str  # 'mnist'
+    split: str  # 'train' or 'test': the input's context in the UI
+    file_md5s: dict[str, str]  # of the raw files it was read from
+    folder: Path
+    images: int
+
+    def as_mlflow(self) -> Dataset:
+        # MLflow keeps at most 36 characters of digest: one MD5 over the files' MD5s says whether any changed.
+        digest = hashlib.md5("".join(md5 for _, md5 in sorted(self.file_md5s.items())).encode()).hexdigest()
+        return Dataset(
+            name=f"{self.dataset}-{self.split}",
+            digest=digest,
+            source_type="local",
+            source=json.dumps({"uri": self.folder.resolve().as_uri(), "files": sorted(self.file_md5s)}),
+            profile=json.dumps({"num_rows": self.images}),
+        )
 
 
 class NullTracker:
@@ -48,18 +76,28 @@ class NullTracker:
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         pass
 
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        pass
+
+    def log_datasets(self, splits: list[DataSplit]) -> None:
+        pass
+
+    def artifact_link(self, path: str) -> str:
+        return path
+
 
 class MlflowTracker:
-    def __init__(self, client: MlflowClient, run_id: str):
+    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str):
         self.client = client
         self.run_id = run_id
+        self.experiment_id = experiment_id
 
     @classmethod
     def start(
         cls, client: MlflowClient, experiment_id: str, run_name: str, params: dict, tags: dict[str, str]
     ) -> MlflowTracker:
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-        tracker = cls(client, run.info.run_id)
+        tracker = cls(client, run.info.run_id, experiment_id)
         entries = [Param(key, _param_value(value)) for key, value in params.items()]
         for start in range(0, len(entries), BATCH_LIMIT):
             client.log_batch(tracker.run_id, params=entries[start : start + BATCH_LIMIT])
@@ -85,7 +123,7 @@ class MlflowTracker:
     @classmethod
     def reopen(cls, client: MlflowClient, run_id: str, tags: dict[str, str]) -> MlflowTracker:
         client.update_run(run_id, status="RUNNING")
-        tracker = cls(client, run_id)
+        tracker = cls(client, run_id, client.get_run(run_id).info.experiment_id)
         tracker.set_tags({**tags, names.TAG_ERROR: "", names.TAG_RESUMED: "true"})
         return tracker
 
@@ -98,6 +136,19 @@ class MlflowTracker:
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """One frame of an image series: the run's Model metrics tab shows the series with a step slider."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_datasets(self, splits: list[DataSplit]) -> None:
+        """The data the run read: the Dataset column of the runs table, and the run's lineage."""
+        inputs = [DatasetInput(split.as_mlflow(), [InputTag(MLFLOW_DATASET_CONTEXT, split.split)]) for split in splits]
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def artifact_link(self, path: str) -> str:
+        """A link to one of the run's artifacts that works in the run's Description (a page of the MLflow UI)."""
+        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}/artifactPath/{path}"
+
     def end(self, status: str, error: BaseException | None = None) -> None:
         if error is not None:
             message = f"{type(error).__name__}: {error}"[:PARAM_LIMIT]
@@ -106,8 +157,29 @@ class MlflowTracker:
 
 
 @contextmanager
+def system_metrics(store: Store, run_id: str, interval_s: float, resumed: bool) -> Iterator[None]:
+    """MLflow's system/ metrics (CPU, memory, disk, network) sampled every `interval_s` seconds while inside."""
+    if interval_s <= 0:
+        yield
+        return
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=interval_s, resume_logging=resumed, tracking_uri=store.client.tracking_uri
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
+@contextmanager
 def tracked_run(
-    store: Store | None, run_name: str, params: dict, tags: dict[str, str], resume_run_id: str | None = None
+    store: Store | None,
+    run_name: str,
+    params: dict,
+    tags: dict[str, str],
+    resume_run_id: str | None = None,
+    system_metrics_s: float = 0.0,
 ) -> Iterator[MlflowTracker | NullTracker]:
     """A run that ends FINISHED, FAILED (with the error on the run) or KILLED (Ctrl-C), whatever happens inside.
 
@@ -124,7 +196,8 @@ def tracked_run(
             tracker = MlflowTracker.reopen(store.client, resume_run_id, tags)
     log.info(f"MLflow run {tracker.run_id} ({run_name}){' resumed' if resume_run_id else ''}")
     try:
-        yield tracker
+        with system_metrics(store, tracker.run_id, system_metrics_s, resume_run_id is not None):
+            yield tracker
     except KeyboardInterrupt:
         tracker.end("KILLED")
         raise

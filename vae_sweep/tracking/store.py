@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -71,19 +72,58 @@ def refusals_explained(uri: str) -> Iterator[None]:
         raise
 
 
+EXPERIMENT_NOTE = """Variational autoencoders trained by vae-sweep: one run per sweep point.
+
+- Sweep: `python -m vae_sweep -m model.latent=2,100,200 training.epochs=50,100` (one run per combination).
+- Report: `python -m vae_sweep.report` compares the latest sweep (quality vs latent size, learning curves,
+  findings); `--sweep <multirun folder>` or `--all` for others.
+- Each run: learning curves `loss/train`, `loss/test` and the terms `loss/kl/*`, `loss/recon/*`, end-of-run
+  `quality/` metrics, images per epoch in Model metrics, figures under Artifacts; its Description has the headline
+  numbers.
+"""
+
+
+def describe_experiment(client: MlflowClient, experiment) -> None:
+    """Make the MLflow UI open the experiment on its runs and say what it holds, unless it says so already."""
+    tags = experiment.tags
+    if tags.get(names.TAG_EXPERIMENT_KIND) is None:
+        client.set_experiment_tag(experiment.experiment_id, names.TAG_EXPERIMENT_KIND, names.EXPERIMENT_KIND)
+    if not tags.get(names.TAG_NOTE):
+        client.set_experiment_tag(experiment.experiment_id, names.TAG_NOTE, EXPERIMENT_NOTE)
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     """The experiment's id, created on first use; safe when another process creates it at the same moment."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:
+    if experiment is None:
+        location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+        tags = {names.TAG_EXPERIMENT_KIND: names.EXPERIMENT_KIND, names.TAG_NOTE: EXPERIMENT_NOTE}
+        try:
+            client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:
+                raise
         experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    describe_experiment(client, experiment)
+    return experiment.experiment_id
+
+
+def runs_route(experiment_id: str) -> str:
+    """The MLflow UI's page of the experiment's runs, best test loss first.
+
+    MLflow 3's UI opens every experiment in its GenAI mode (traces) until the user flips a switch, whatever the
+    experiment's kind; the page's `workflowType` parameter opens it in model-training mode instead.
+    """
+    query = {"workflowType": "machine_learning", "orderByKey": f"metrics.`{names.TEST_LOSS}`", "orderByAsc": "true"}
+    return f"#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
+
+
+def ui_link(uri: str, experiment_id: str) -> str:
+    """Where to see the experiment's runs: its page on a tracking server, or how to serve a local store first."""
+    route = runs_route(experiment_id)
+    if is_remote(uri):
+        return f"{uri.rstrip('/')}/{route}"
+    return f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{route}"
 
 
 def default_tracking_uri() -> str:
@@ -153,9 +193,18 @@ class Store:
     client: MlflowClient
     experiment_id: str
 
+    def runs_link(self) -> str:
+        return ui_link(self.client.tracking_uri, self.experiment_id)
+
 
 def open_store(tracking_cfg) -> Store | None:
     """The configured store and experiment, created if new; None when tracking is off."""
     if not tracking_cfg.enabled:
         return None
     return Store(*connect(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_root))
+
+
+def runs_link(tracking_cfg) -> str | None:
+    """Where to see the configured experiment's runs (see ui_link); None when tracking is off."""
+    store = open_store(tracking_cfg)
+    return None if store is None else store.runs_link()

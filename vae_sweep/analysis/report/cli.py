@@ -23,8 +23,6 @@ from vae_sweep.analysis.report import document, papers, plots, questions, render
 from vae_sweep.analysis.report.findings import findings, setting
 from vae_sweep.analysis.report.select import Selection, choose_selection, open_experiment, search
 from vae_sweep.analysis.report.table import (
-    FINAL_KL,
-    FINAL_RECON,
     LATENT,
     aggregate,
     download_pictures,
@@ -67,7 +65,7 @@ def draw_figures(
     curves, which = curve_runs(runs, points)
     legend = dict(zip(curves["run_id"], curves["run_name"].fillna(curves["run_id"]), strict=True))
     drawn.append(plots.plot_learning_curves(histories, legend, which, folder / names.FIG_LEARNING_CURVES))
-    if has_values(runs, FINAL_KL) and has_values(runs, FINAL_RECON):  # runs from before these were logged lack them
+    if has_values(runs, names.TEST_KL) and has_values(runs, names.TEST_RECON):
         drawn.append(plots.plot_rate_distortion(runs, x, folder / names.FIG_RATE_DISTORTION))
     return {path.name: path.relative_to(folder) for path in drawn}
 

@@ -46,9 +46,7 @@ def best_setting(points: pd.DataFrame, metric: str, lower_is_better: bool = True
     return points.loc[points[metric].idxmin() if lower_is_better else points[metric].idxmax()]
 
 
-def find_saturation(
-    points: pd.DataFrame, x: str, metric: str = names.FINAL_TEST_LOSS, threshold: float = SATURATION_NATS
-):
+def find_saturation(points: pd.DataFrame, x: str, metric: str = names.TEST_LOSS, threshold: float = SATURATION_NATS):
     """The smallest x beyond which `metric` (lower is better) improves by less than `threshold`: no larger x beats it
     by that much. None when even the last step gains that much, or with fewer than two values of x."""
     curve = points.groupby(x)[metric].mean().dropna().sort_index()
@@ -64,7 +62,7 @@ def saturation_by_group(
     points: pd.DataFrame,
     x: str,
     others: list[str],
-    metric: str = names.FINAL_TEST_LOSS,
+    metric: str = names.TEST_LOSS,
     threshold: float = SATURATION_NATS,
 ) -> dict[str, Any]:
     """find_saturation for each setting of the other swept params, by its label."""
@@ -100,11 +98,11 @@ def saturation_lines(points: pd.DataFrame, x: str, others: list[str], threshold:
     """Per setting of `others`, where the gain in test loss from a larger x drops under `threshold` nats."""
     lines = []
     for label, group in groups(points, others):
-        curve = group.groupby(x)[names.FINAL_TEST_LOSS].mean().dropna().sort_index()
+        curve = group.groupby(x)[names.TEST_LOSS].mean().dropna().sort_index()
         if len(curve) < 2:
             continue
         where = f" ({label})" if label else ""
-        found = find_saturation(group, x, names.FINAL_TEST_LOSS, threshold)
+        found = find_saturation(group, x, names.TEST_LOSS, threshold)
         if found is None:
             lines.append(
                 f"Test loss{where} still improves by ≥ {threshold:g} nat at the largest step of {x}: "

@@ -10,11 +10,11 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from vae_sweep import names
 from vae_sweep.analysis.report.findings import groups, short_names
-from vae_sweep.analysis.report.table import FINAL_KL, FINAL_RECON, LATENT, QUALITIES, has_values
+from vae_sweep.analysis.report.table import LATENT, QUALITIES, has_values
 from vae_sweep.evaluation.plotting import plt, saved_figure
 
 # The panels of the quality-vs-x figure, all in nats per image.
-CURVES = (names.FINAL_TEST_LOSS, FINAL_RECON, FINAL_KL, names.Q_IWAE_NLL, names.Q_IWAE_GREY)
+CURVES = (names.TEST_LOSS, names.TEST_RECON, names.TEST_KL, names.Q_IWAE_NLL, names.Q_IWAE_GREY)
 # The learning-curve panels, one per loss term in the order of recon + KL = total.
 TERM_TITLES = dict(zip(names.TERMS, ("reconstruction", "KL", "total (the objective)"), strict=True))
 SPLIT_STYLES = dict(zip(names.SPLITS, ("--", "-"), strict=True))
@@ -109,9 +109,9 @@ def plot_rate_distortion(runs: pd.DataFrame, x: str, path: Path) -> Path:
     name = short_names([x])[x]
     with saved_figure(path, figsize=(8, 6)) as (fig, ax):
         for value, group in runs.groupby(x, dropna=False, sort=True):
-            ax.scatter(group[FINAL_KL], group[FINAL_RECON], label=f"{name}={value}")
+            ax.scatter(group[names.TEST_KL], group[names.TEST_RECON], label=f"{name}={value}")
             for _, run in group.iterrows():
-                ax.annotate(str(value), (run[FINAL_KL], run[FINAL_RECON]), fontsize=7,
+                ax.annotate(str(value), (run[names.TEST_KL], run[names.TEST_RECON]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))  # fmt: skip
         ax.set_xlabel("rate: test KL (nats)")
         ax.set_ylabel("distortion: test reconstruction loss (nats)")

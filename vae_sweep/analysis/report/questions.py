@@ -148,7 +148,7 @@ def against_spread(difference: float, first: pd.Series, second: pd.Series, metri
 
 def latent_step_line(where: str, small: pd.Series, large: pd.Series) -> str:
     """Two neighbouring latent sizes at the same setting of everything else: loss, active units, and their spread."""
-    loss = names.FINAL_TEST_LOSS
+    loss = names.TEST_LOSS
     difference = large[loss] - small[loss]
     text = (
         f"{where}latent {small[LATENT]} → {large[LATENT]}: test loss {small[loss]:.2f} → {large[loss]:.2f} "

@@ -20,8 +20,6 @@ from vae_sweep.config import defines_result
 SEED = "training.seed"
 LATENT = "model.latent"
 EPOCHS = "training.epochs"
-FINAL_RECON = names.final(names.TEST_RECON)
-FINAL_KL = names.final(names.TEST_KL)
 # A tracking server answers each history request in a round trip; this many run side by side.
 FETCH_WORKERS = 8
 # Per run, side by side; the latent pictures only say something for 2-D latents.
@@ -39,9 +37,9 @@ class Quality:
 
 
 QUALITIES = (
-    Quality(names.FINAL_TEST_LOSS, "test loss"),
-    Quality(FINAL_RECON, "reconstruction"),
-    Quality(FINAL_KL, "KL", lower_is_better=None),
+    Quality(names.TEST_LOSS, "test loss"),
+    Quality(names.TEST_RECON, "reconstruction"),
+    Quality(names.TEST_KL, "KL", lower_is_better=None),
     Quality(names.Q_IWAE_NLL, "IWAE NLL (binarized)"),
     Quality(names.Q_IWAE_GREY, "IWAE bound, grey levels (not an NLL)"),
     Quality(names.Q_ACTIVE_UNITS, "active units", ".1f", lower_is_better=None),
@@ -74,11 +72,13 @@ def _column(raw: pd.DataFrame, name: str) -> pd.Series:
 
 def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per run: run_id, run_name, status, error, sweep and start_time, the params under their dotted config
-    keys (typed), the final/ and quality/ metrics under their names, and the time column (TIME)."""
+    keys (typed), the loss terms' last values, the quality/ and time/ metrics under today's names (whatever
+    version of vae-sweep logged them), and the time column (TIME)."""
+    logged = names.current_metrics(raw[[name for name in raw if name.startswith("metrics.")]])
     metrics = {
-        name.removeprefix("metrics."): raw[name]
-        for name in raw
-        if name.startswith(("metrics." + names.FINAL, "metrics." + names.QUALITY))
+        name.removeprefix("metrics."): logged[name]
+        for name in logged
+        if name.removeprefix("metrics.").startswith((names.LOSSES, names.QUALITY, names.TIMING))
     }
     duration = (raw["end_time"] - raw["start_time"]).dt.total_seconds()
     time = metrics[names.TRAIN_TIME].fillna(duration) if names.TRAIN_TIME in metrics else duration
@@ -175,13 +175,15 @@ def representatives(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def fetch_histories(client: MlflowClient, run_ids: list[str], keys: tuple[str, ...]) -> pd.DataFrame:
-    """The per-epoch values of `keys` for each run, long form: run_id, key, step, value."""
+    """The per-epoch values of `keys` for each run, long form: run_id, key, step, value; a run that logged a key
+    under a former name (names.every_name) is read under that name and reported under today's."""
 
     def fetch(job: tuple[str, str]) -> list[tuple[str, str, int, float]]:
-        run_id, key = job
-        return [(run_id, key, metric.step, metric.value) for metric in client.get_metric_history(run_id, key)]
+        run_id, logged_as = job
+        key = names.current_metric(logged_as)
+        return [(run_id, key, metric.step, metric.value) for metric in client.get_metric_history(run_id, logged_as)]
 
-    jobs = [(run_id, key) for run_id in run_ids for key in keys]
+    jobs = [(run_id, logged_as) for run_id in run_ids for key in keys for logged_as in names.every_name(key)]
     with ThreadPoolExecutor(FETCH_WORKERS) as pool:
         rows = [row for rows in pool.map(fetch, jobs) for row in rows]
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"]).sort_values(["run_id", "key", "step"])
