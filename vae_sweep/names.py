@@ -71,7 +71,7 @@ Q_IS_REFERENCE = "quality/inception_score_reference"
 Q_CLASSIFIER_ACCURACY = "quality/classifier_accuracy"
 
 # Keys older runs logged under another name: old -> new, for grey-level runs (data.binarize = none) only. Binarized
-# runs' quality/iwae_nll was and is a likelihood bound, so they keep it. The report reads old runs through it (analysis/report/table.py).
+# runs' quality/iwae_nll was and is a likelihood bound, so they keep it. The report reads old runs through it.
 GREY_LEVEL_RENAMES = {Q_IWAE_NLL: Q_IWAE_GREY}
 
 
