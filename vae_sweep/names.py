@@ -34,7 +34,7 @@ LR = "lr"
 # Wall-clock figures differ between any two runs, so no comparison counts them.
 TIMING = "time/"
 EPOCH_TIME = TIMING + "epoch_s"
-# Every metric logged once per epoch (step = epoch), in a history row's order.
+# Every metric logged once per epoch (step = epoch).
 EPOCH_METRICS = (
     *(epoch_key(split, term) for term in TERMS for split in SPLITS),
     TEST_ELBO,
