@@ -82,6 +82,7 @@ TAG_SWEEP_ID = "sweep.id"
 TAG_SWEEP_JOB = "sweep.job"
 TAG_OVERRIDES = "hydra.overrides"
 TAG_THREADS = "torch.threads"
+TAG_DEVICE = "torch.device"
 TAG_PID = "pid"
 TAG_HOST = "host"
 TAG_HEARTBEAT = "heartbeat"
@@ -91,5 +92,11 @@ TAG_RESUMED = "resumed"
 TAG_REPRODUCES = "reproduces"
 TAG_NOTE = "mlflow.note.content"
 TAG_DATA_MD5 = "data.md5."  # + raw file name
-# Provenance that decides whether a rerun can be expected to match bit for bit.
-PROVENANCE_PREFIXES = ("git.", "version.", TAG_DATA_MD5, TAG_THREADS)
+TAG_PYTHON = "python"
+# Provenance that decides whether a rerun can be expected to match bit for bit: code and data (a difference is a
+# warning), and the machine and libraries (a difference makes bitwise equality unexpected).
+CODE_AND_DATA_PREFIXES = ("git.", TAG_DATA_MD5)
+ENVIRONMENT_PREFIXES = ("version.", TAG_HOST, TAG_PYTHON)
+# What a job's result depends on that its stored config may leave open (threads 0 = the launcher's share, device
+# auto): the tag that records what the job ran with, and the config key a reproduction pins it with.
+RUNTIME_SETTINGS = {TAG_THREADS: "training.threads", TAG_DEVICE: "training.device"}

@@ -1,4 +1,5 @@
-"""A job's process: its device, how many CPU threads it gets from the launcher that runs it, and setting them up."""
+"""A job's process: its device, how many CPU threads it gets (from the config, the run it resumes or the launcher),
+and setting them up."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections.abc import Mapping
 import torch
 
 from vae_sweep.errors import UserError
+
+# Torch's own choice (the physical cores, or OMP_NUM_THREADS), read before any job of this process changes it.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
 def available_cores() -> int:
@@ -31,8 +35,18 @@ def threads_per_job(launcher_cfg: Mapping, cores: int) -> int | None:
     return launcher_cfg.get("cpus_per_task")
 
 
-def set_cpu_threads(threads: int | None) -> None:
-    """Torch's intra-op threads for this process (None keeps torch's default), each flushing denormal floats to zero.
+def job_threads(configured: int, launcher_cfg: Mapping, resumed: str | None) -> int:
+    """Intra-op threads for a job: training.threads when set; a resumed run's own count, so that it continues
+    bitwise as if it had never stopped; the launcher's share of the cores; else torch's default."""
+    if configured:
+        return configured
+    if resumed is not None and resumed.isdigit():
+        return int(resumed)
+    return threads_per_job(launcher_cfg, available_cores()) or TORCH_DEFAULT_THREADS
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Torch's intra-op threads for this process, each flushing denormal floats to zero.
 
     Flush-to-zero is a mode of each CPU thread, which a new thread inherits from the thread that starts it; OpenMP
     starts the intra-op threads at the first parallel operation. Set before that, every thread has it; set later (as
@@ -40,8 +54,7 @@ def set_cpu_threads(threads: int | None) -> None:
     slower once Adam's moments for the blank border pixels decayed into them.
     """
     torch.set_flush_denormal(True)
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -24,7 +24,7 @@ from vae_sweep.errors import UserError
 from vae_sweep.jobs import checkpoint
 from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
-from vae_sweep.jobs.runtime import available_cores, resolve_device, set_cpu_threads, threads_per_job
+from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads
 from vae_sweep.tracking.resume import Decision, decide, fingerprint
 from vae_sweep.tracking.runs import MlflowTracker, NullTracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
@@ -91,8 +91,6 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     """
     validate(cfg)
     device = resolve_device(cfg.training.device)
-    # First, before any parallel operation starts the intra-op threads (see set_cpu_threads).
-    set_cpu_threads(cfg.training.threads or threads_per_job(HydraConfig.get().launcher, available_cores()))
     folder = Path(cfg.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
@@ -113,6 +111,10 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         )
     checkpoints = Path(cfg.paths.checkpoint_dir)
     resume_id = resumable_run_id(decision, checkpoints)
+    resumed_threads = decision.run.data.tags.get(names.TAG_THREADS) if resume_id else None
+    # Before any parallel operation starts the intra-op threads (see set_cpu_threads).
+    set_cpu_threads(job_threads(cfg.training.threads, HydraConfig.get().launcher, resumed_threads))
+    tags.update({names.TAG_THREADS: str(torch.get_num_threads()), names.TAG_DEVICE: str(device)})
 
     with tracked_run(store, name, flatten(config), tags, resume_id) as tracker:
         if (folder / names.HYDRA_DIR).is_dir():
