@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vae_sweep import names
 from vae_sweep.config import CONFIG_PACKAGE
+from vae_sweep.core.signals import forwarded
 from vae_sweep.errors import UserError
 
 # Across machines or library versions float rounding differs from the first step on and training amplifies it; a
@@ -199,7 +200,11 @@ def rerun(folder: Path, overrides: list[str], run_dir: Path, source: str) -> Non
         "training.resume=never",
         *overrides,
     ]
-    if subprocess.run(command).returncode != 0:
+    job = subprocess.Popen(command)
+    # A stop signal goes to the job, which marks its run KILLED; this process waits for that, then stops too.
+    with forwarded(lambda: [job.pid]):
+        returncode = job.wait()
+    if returncode != 0:
         raise UserError(f"The reproduction job failed; see {run_dir}.")
 
 

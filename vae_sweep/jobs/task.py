@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from vae_sweep import names
 from vae_sweep.config import flatten, to_container, validate
+from vae_sweep.core import signals
 from vae_sweep.core.data import file_md5s, prepare_data
 from vae_sweep.core.model import build_model
 from vae_sweep.core.optim import build_optimizer
@@ -98,8 +99,9 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     name, tags = job_identity(cfg)
     key = tags[names.TAG_FINGERPRINT] = fingerprint(config)
 
-    store = open_store(cfg.tracking)
-    decision = previous_run(store, key, cfg.training)
+    with signals.held():  # a stop signal inside a store query could surface as the database's error instead
+        store = open_store(cfg.tracking)
+        decision = previous_run(store, key, cfg.training)
     if decision.action == "skip":
         log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
         return {k: v for k, v in decision.run.data.metrics.items() if k.startswith(names.FINAL)}
@@ -163,9 +165,21 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """The job wrapper: a user error goes to the job's log; anything else also leaves its traceback in error.log."""
+    """The job wrapper: a user error goes to the job's log; anything else also leaves its traceback in error.log.
+
+    A stop signal ends the job as Ctrl-C does (checkpoint written, run KILLED). In a process whose entry point carries
+    stops out (a single run, the basic launcher) it goes on up and ends the process; in a launcher's worker process it
+    becomes this job's failure, so that the launcher collects every job.
+    """
+    entry_stops = signals.is_stoppable()
     try:
-        return train_job(cfg)
+        with signals.stoppable():
+            return train_job(cfg)
+    except signals.Stopped as stop:
+        if entry_stops:
+            raise
+        log.error(f"Job {stop}.")
+        raise signals.JobStopped(f"{stop}: run the same command again to resume it") from None
     except UserError as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error(str(error))  # a single run's entry point prints it instead
