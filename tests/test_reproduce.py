@@ -3,7 +3,15 @@ import json
 import pytest
 
 from tests.conftest import experiment_runs, run_cli
-from vae_sweep.analysis.reproduce import compare_finals, compare_histories, provenance_differences
+from vae_sweep.analysis.reproduce import (
+    CROSS_ENVIRONMENT_RTOL,
+    Tolerance,
+    chosen_tolerance,
+    compare_finals,
+    compare_histories,
+    provenance_differences,
+    runtime_settings,
+)
 
 TRAIN = ("model.hidden=[32]", "model.latent=3", "training.epochs=2", "eval.samples=200", "eval.iwae_k=5")
 
@@ -31,6 +39,25 @@ def test_final_comparison_and_provenance_differences():
     assert differences == ["git.commit: recorded a, now b"]
 
 
+def test_what_the_config_leaves_open_is_pinned_to_what_the_run_recorded():
+    recorded = {"torch.threads": "1", "torch.device": "cpu"}
+    plain = runtime_settings(recorded, ["training.epochs=5"])
+    assert plain.pinned == ["training.threads=1", "training.device=cpu"] and not plain.overridden
+    forced = runtime_settings(recorded, ["training.threads=2", "training.device=cpu"])
+    assert forced.pinned == [] and forced.overridden == ["training.threads=2 (the run recorded 1)"]
+    assert runtime_settings({}, []).unrecorded == ["training.threads", "training.device"]
+
+
+def test_exact_on_the_runs_machine_and_a_stated_tolerance_elsewhere(capsys):
+    assert chosen_tolerance(None, []) == Tolerance(0, 0)
+    assert capsys.readouterr().err == ""
+    assert chosen_tolerance(None, ["host: recorded a, now b"]) == Tolerance(0, CROSS_ENVIRONMENT_RTOL)
+    assert f"comparing within atol 0, rtol {CROSS_ENVIRONMENT_RTOL:g}" in capsys.readouterr().err
+    assert chosen_tolerance(Tolerance(0.5), ["host: recorded a, now b"]) == Tolerance(0.5)
+    within = [{"epoch": 1, "test/loss": 100.0}], [{"epoch": 1, "test/loss": 101.0}]
+    assert compare_histories(*within, atol=0, rtol=0.011)[1] and not compare_histories(*within, atol=0, rtol=0.009)[1]
+
+
 @pytest.fixture
 def finished_job(workdir):
     result = run_cli("vae_sweep", *TRAIN, cwd=workdir)
@@ -53,6 +80,29 @@ def test_reproducing_from_the_run_id_gives_identical_histories(workdir, finished
         first = [m.value for m in sorted(client.get_metric_history(original.info.run_id, key), key=lambda m: m.step)]
         again = [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]
         assert first == again and len(first) == 2
+
+
+def run_ids(workdir):
+    return experiment_runs(f"sqlite:///{workdir}/mlflow.db")
+
+
+@pytest.mark.slow
+def test_a_run_trained_at_1_thread_reproduces_exactly_from_a_process_whose_default_is_2(workdir, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torch's default thread count in the processes started below
+    trained = run_cli("vae_sweep", *TRAIN, cwd=workdir)
+    assert trained.returncode == 0, trained.stderr
+    _, (original,) = run_ids(workdir)
+    assert original.data.tags["torch.threads"] == "1" and original.data.tags["torch.device"] == "cpu"
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    result = run_cli("vae_sweep.reproduce", original.info.run_id, cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "MATCH (atol 0)" in result.stdout and "MISMATCH" not in result.stdout
+    assert "restored from the run: training.threads=1 training.device=cpu" in result.stderr
+
+    forced = run_cli("vae_sweep.reproduce", original.info.run_id, "training.threads=2", cwd=workdir)
+    assert forced.returncode == 1 and "MISMATCH (atol 0)" in forced.stdout
+    assert "likely reason: training.threads=2 (the run recorded 1)" in forced.stdout
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The one place where a user's mistake becomes one `error:` line and exit code 1, not a traceback."""
+"""The one place where a user's mistake becomes one `error:` line and exit code 1, and a stop signal (Ctrl-C, SIGTERM,
+SIGHUP) one `interrupted` line and exit code 128 + its number (130, 143, 129), not a traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from vae_sweep.core.signals import Stopped, stoppable
 from vae_sweep.errors import UserError
 
 T = TypeVar("T")
@@ -51,27 +53,39 @@ def single_run_exits_on_user_error(task: Callable[[DictConfig], T]) -> Callable[
     return wrapped
 
 
+def report_interrupted(stop: KeyboardInterrupt, consequence: str = "") -> int:
+    """One line for a stop signal; returns the exit code that says which one (a bare KeyboardInterrupt: Ctrl-C)."""
+    name, code = (stop.name, stop.exit_code) if isinstance(stop, Stopped) else ("SIGINT", 130)
+    sys.stderr.write(f"interrupted by {name}{consequence}\n")
+    return code
+
+
 def exit_on_user_error(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """A plain (non-Hydra) command's main(argv) -> exit code, with a user error as one `error:` line and code 1."""
     try:
-        return main(argv)
+        with stoppable():
+            return main(argv)
     except UserError as error:
         report_user_error(error)
         return 1
+    except KeyboardInterrupt as stop:
+        return report_interrupted(stop)
 
 
 def main_with_clean_errors(hydra_main: Callable[[], object]) -> None:
     """Run a @hydra.main function; print user errors (bad config, missing data, ...) as `error: ...`."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        hydra_main()
-        return
-    # Hydra re-raises instead of printing its own report, so the message below is the only one.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        hydra_main()
-    except (UserError, CompactHydraException, OmegaConfBaseException) as error:
-        report_user_error(error)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: the run is marked KILLED; run the same command again to resume it.\n")
-        sys.exit(130)
+        with stoppable():
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                hydra_main()
+                return
+            # Hydra re-raises instead of printing its own report, so the message below is the only one.
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            try:
+                hydra_main()
+            except (UserError, CompactHydraException, OmegaConfBaseException) as error:
+                report_user_error(error)
+                sys.exit(1)
+    except KeyboardInterrupt as stop:
+        resume = ": runs are marked KILLED with their checkpoints kept; run the same command again to resume them."
+        sys.exit(report_interrupted(stop, resume))

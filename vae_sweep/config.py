@@ -160,7 +160,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "training.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "training.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "training.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "training.threads": (lambda v: v >= 0, "an integer >= 0 (0 keeps torch's default)"),
+    "training.threads": (lambda v: v >= 0, "an integer >= 0 (0 lets each job choose)"),
     "training.beta": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "training.kl_warmup_epochs": (lambda v: v >= 0, "an integer >= 0"),
     "training.grad_clip": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 turns clipping off)"),

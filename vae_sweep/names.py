@@ -160,6 +160,7 @@ TAG_SWEEP_ID = "sweep.id"
 TAG_SWEEP_JOB = "sweep.job"
 TAG_OVERRIDES = "hydra.overrides"
 TAG_THREADS = "torch.threads"
+TAG_DEVICE = "torch.device"
 # What resume needs to tell a live run from a dead one, under `sys.` so that it stays out of the way in the UI.
 TAG_PID = "sys.pid"
 TAG_HOST = "sys.host"
@@ -177,8 +178,14 @@ TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 TAG_DATA_MD5 = "data.md5."  # + raw file name
 TAG_PRESET = "preset"  # the experiment=... preset a job was launched with, if any
-# Provenance that decides whether a rerun can be expected to match bit for bit.
-PROVENANCE_PREFIXES = ("git.", "version.", TAG_DATA_MD5, TAG_THREADS)
+TAG_PYTHON = "python"
+# Provenance that decides whether a rerun can be expected to match bit for bit: code and data (a difference is a
+# warning), and the machine and libraries (a difference makes bitwise equality unexpected).
+CODE_AND_DATA_PREFIXES = ("git.", TAG_DATA_MD5)
+ENVIRONMENT_PREFIXES = ("version.", TAG_HOST, TAG_PYTHON)
+# What a job's result depends on that its stored config may leave open (threads 0 = the launcher's share, device
+# auto): the tag that records what the job ran with, and the config key a reproduction pins it with.
+RUNTIME_SETTINGS = {TAG_THREADS: "training.threads", TAG_DEVICE: "training.device"}
 
 # ---- the comparison report: the files of a report folder, which its run in the reports experiment holds too --------
 REPORT_HTML = "report.html"

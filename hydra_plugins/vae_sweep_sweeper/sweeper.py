@@ -1,4 +1,4 @@
-"""Hydra's basic sweeper, with two changes a long sweep needs.
+"""Hydra's basic sweeper, with the changes a long sweep needs.
 
 - Every sweep point is composed *and range-checked* before the first job starts, so a typo in the last
   value of a grid fails in a second instead of after hours of training.
@@ -6,6 +6,7 @@
   is unreachable or refuses the user's credentials stops the sweep there, in one error, rather than in every job.
 - A failed job does not stop the sweep: the remaining jobs run, and the sweep ends with a summary of the
   failed jobs and a non-zero exit. A job submitit lost (killed outright) counts as failed too (killed_jobs.py).
+- A stop signal to the sweep's process under joblib stops every worker's job cleanly first (worker_stops.py).
 """
 
 import logging
@@ -21,6 +22,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from hydra_plugins.vae_sweep_sweeper.killed_jobs import killed_job, killed_jobs_as_failures
+from hydra_plugins.vae_sweep_sweeper.worker_stops import stops_reach_workers
 from vae_sweep.config import validate
 from vae_sweep.errors import ConfigError, UserError
 from vae_sweep.tracking.store import connect
@@ -88,7 +90,7 @@ class VaeSweeper(BasicSweeper):
         initial_job_idx = 0
         while not self.is_done():
             batch = self.get_job_batch()
-            with killed_jobs_as_failures(self.launcher, self.killed_job):
+            with killed_jobs_as_failures(self.launcher, self.killed_job), stops_reach_workers(self.launcher):
                 results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
             initial_job_idx += len(batch)
             returns.append(results)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -38,7 +37,6 @@ def job_identity(cfg: DictConfig) -> tuple[str, dict[str, str]]:
         names.TAG_SWEEP_ID: str(Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).resolve()),
         names.TAG_SWEEP_JOB: str(hydra_cfg.job.num if multirun else 0),
         names.TAG_OVERRIDES: " ".join(overrides),
-        names.TAG_THREADS: str(torch.get_num_threads()),
         names.TAG_PID: str(os.getpid()),
         names.TAG_PRESET: str(hydra_cfg.runtime.choices.get("experiment") or ""),
         **provenance(Path(cfg.paths.root_dir)),

@@ -1,13 +1,21 @@
-"""A job's process: its device, how many CPU threads it gets from the launcher that runs it, and setting them up."""
+"""A job's process: its device, how many CPU threads it gets (from the config, the run it resumes, the launcher or
+the cores free right now), and setting them up."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
 from vae_sweep.errors import UserError
+
+# Torch's own choice (the physical cores, or OMP_NUM_THREADS), read before any job of this process changes it.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+# Long enough for /proc/stat's 10 ms ticks to tell a held core (~100% busy) from a quiet one (~0%).
+BUSY_SAMPLE_S = 0.2
 
 
 def available_cores() -> int:
@@ -22,7 +30,7 @@ def threads_per_job(launcher_cfg: Mapping, cores: int) -> int | None:
 
     joblib runs `n_jobs` jobs at once on this machine, counted as joblib counts them (-1: one per core, -2: all
     cores but one); a submitit job owns the `cpus_per_task` it asked for; None (the basic launcher's one job at a
-    time, or submitit without cpus_per_task) keeps torch's default.
+    time, or submitit without cpus_per_task) leaves the choice to free_cores.
     """
     if "n_jobs" in launcher_cfg:
         n_jobs = launcher_cfg["n_jobs"]
@@ -31,8 +39,57 @@ def threads_per_job(launcher_cfg: Mapping, cores: int) -> int | None:
     return launcher_cfg.get("cpus_per_task")
 
 
-def set_cpu_threads(threads: int | None) -> None:
-    """Torch's intra-op threads for this process (None keeps torch's default), each flushing denormal floats to zero.
+def _cpu_times(cpus: set[int]) -> tuple[int, int]:
+    """(busy, total) clock ticks so far, summed over these CPUs, from Linux's /proc/stat."""
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(field) for field in fields[:8]]
+            idle = ticks[3] + ticks[4]  # idle, iowait
+            busy, total = busy + sum(ticks) - idle, total + sum(ticks)
+    return busy, total
+
+
+def busy_cores(sample_s: float = BUSY_SAMPLE_S) -> float | None:
+    """How many of this process's cores other work keeps busy, measured over `sample_s` while this process sleeps;
+    None where /proc/stat is not there to tell."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    try:
+        busy, total = _cpu_times(cpus)
+        time.sleep(sample_s)
+        busy_after, total_after = _cpu_times(cpus)
+    except (OSError, ValueError):
+        return None
+    if total_after <= total:
+        return None
+    return len(cpus) * (busy_after - busy) / (total_after - total)
+
+
+def free_cores(default: int = TORCH_DEFAULT_THREADS) -> int:
+    """Torch's default thread count less the cores other processes hold right now.
+
+    A parallel region ends when its slowest thread does, a thread that shares its core with another busy process gets
+    half of it, and OpenMP's waiting threads spin, taking CPU time from it: with one of two cores held, 2 threads took
+    several times as long per batch as 1 thread (benchmarks/RESULTS.md, "Busy machine"). The count is fixed for the
+    run, since it changes float rounding.
+    """
+    busy = busy_cores()
+    return default if busy is None else max(1, min(default, available_cores() - round(busy)))
+
+
+def job_threads(configured: int, launcher_cfg: Mapping, resumed: str | None) -> int:
+    """Intra-op threads for a job: training.threads when set; a resumed run's own count, so that it continues
+    bitwise as if it had never stopped; the launcher's share of the cores; else the cores free right now."""
+    if configured:
+        return configured
+    if resumed is not None and resumed.isdigit():
+        return int(resumed)
+    return threads_per_job(launcher_cfg, available_cores()) or free_cores()
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Torch's intra-op threads for this process, each flushing denormal floats to zero.
 
     Flush-to-zero is a mode of each CPU thread, which a new thread inherits from the thread that starts it; OpenMP
     starts the intra-op threads at the first parallel operation. Set before that, every thread has it; set later (as
@@ -40,8 +97,7 @@ def set_cpu_threads(threads: int | None) -> None:
     slower once Adam's moments for the blank border pixels decayed into them.
     """
     torch.set_flush_denormal(True)
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
 
 
 def resolve_device(name: str) -> torch.device:

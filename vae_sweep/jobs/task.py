@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from vae_sweep import names
 from vae_sweep.config import defines_result, flatten, to_container, validate
+from vae_sweep.core import signals
 from vae_sweep.core.data import RAW_FILES, Split, file_md5s, prepare_data, raw_folder
 from vae_sweep.core.model import build_model
 from vae_sweep.core.optim import build_optimizer, lr_schedule
@@ -25,7 +26,7 @@ from vae_sweep.jobs import checkpoint
 from vae_sweep.jobs.frames import EpochFrames
 from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
-from vae_sweep.jobs.runtime import available_cores, resolve_device, set_cpu_threads, threads_per_job
+from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads
 from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag
 from vae_sweep.tracking.runs import DataSplit, MlflowTracker, NullTracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
@@ -110,8 +111,6 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     """
     validate(cfg)
     device = resolve_device(cfg.training.device)
-    # First, before any parallel operation starts the intra-op threads (see set_cpu_threads).
-    set_cpu_threads(cfg.training.threads or threads_per_job(HydraConfig.get().launcher, available_cores()))
     folder = Path(cfg.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
@@ -119,8 +118,9 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     name, tags = job_identity(cfg)
     key = tags[names.TAG_FINGERPRINT] = fingerprint(config)
 
-    store = open_store(cfg.tracking)
-    decision = previous_run(store, key, cfg.training)
+    with signals.held():  # a stop signal inside a store query could surface as the database's error instead
+        store = open_store(cfg.tracking)
+        decision = previous_run(store, key, cfg.training)
     if decision.action == "skip":
         log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
         log.info(f"MLflow runs: {store.runs_link()}")
@@ -133,6 +133,10 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         )
     checkpoints = Path(cfg.paths.checkpoint_dir)
     resume_id = resumable_run_id(decision, checkpoints)
+    resumed_threads = decision.run.data.tags.get(names.TAG_THREADS) if resume_id else None
+    # Before any parallel operation starts the intra-op threads (see set_cpu_threads).
+    set_cpu_threads(job_threads(cfg.training.threads, HydraConfig.get().launcher, resumed_threads))
+    tags.update({names.TAG_THREADS: str(torch.get_num_threads()), names.TAG_DEVICE: str(device)})
 
     # Placement and runtime settings stay in the config artifact: as params they would pose as swept axes.
     params = {key: value for key, value in flatten(config).items() if defines_result(key)}
@@ -190,9 +194,21 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """The job wrapper: a user error goes to the job's log; anything else also leaves its traceback in error.log."""
+    """The job wrapper: a user error goes to the job's log; anything else also leaves its traceback in error.log.
+
+    A stop signal ends the job as Ctrl-C does (checkpoint written, run KILLED). In a process whose entry point carries
+    stops out (a single run, the basic launcher) it goes on up and ends the process; in a launcher's worker process it
+    becomes this job's failure, so that the launcher collects every job.
+    """
+    entry_stops = signals.is_stoppable()
     try:
-        return train_job(cfg)
+        with signals.stoppable():
+            return train_job(cfg)
+    except signals.Stopped as stop:
+        if entry_stops:
+            raise
+        log.error(f"Job {stop}.")
+        raise signals.JobStopped(f"{stop}: run the same command again to resume it") from None
     except UserError as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error(str(error))  # a single run's entry point prints it instead

@@ -40,5 +40,5 @@ def library_versions() -> dict[str, str]:
 
 
 def provenance(root: Path) -> dict[str, str]:
-    machine = {names.TAG_HOST: platform.node(), "python": platform.python_version()}
+    machine = {names.TAG_HOST: platform.node(), names.TAG_PYTHON: platform.python_version()}
     return {**git_state(root), **library_versions(), **machine}

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from vae_sweep import names
+from vae_sweep.core.signals import held
 from vae_sweep.tracking.store import Store, refusals_explained
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,21 @@ log = logging.getLogger(__name__)
 # MLflow truncates longer param values; the full config is kept as an artifact instead.
 PARAM_LIMIT = 6000
 BATCH_LIMIT = 100
+SQLITE_LOCKED_TRIES = 10
+
+
+T = TypeVar("T")
+
+
+class _RetriedLocks(logging.Filter):
+    """MLflow logs each SQLite "database is locked" error with its traceback before raising it; _whole tries such a
+    call again, and the last try's error, if it fails too, ends the job as any error does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "database is locked" not in record.getMessage()
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_RetriedLocks())
 
 
 def _param_value(value) -> str:
@@ -51,6 +70,29 @@ class DataSplit:
             source=json.dumps({"uri": self.folder.resolve().as_uri(), "files": sorted(self.file_md5s)}),
             profile=json.dumps({"num_rows": self.images}),
         )
+
+
+def _whole(call: Callable[..., T]) -> Callable[..., T]:
+    """A store call that a stop signal waits for, and that is tried again while SQLite is locked.
+
+    Raised inside a store call, a stop signal's exception can be replaced by the database's own error as it rolls
+    back, and the job would end FAILED with a traceback instead of KILLED. SQLite fails a write at once, rather than
+    waiting, when another process's transaction holds the lock its own needs: the jobs of a sweep that a signal stops
+    together all write their runs' status at the same moment.
+    """
+
+    @functools.wraps(call)
+    def whole(*args, **kwargs) -> T:
+        with held():
+            for attempt in range(SQLITE_LOCKED_TRIES):
+                try:
+                    return call(*args, **kwargs)
+                except MlflowException as error:
+                    if "database is locked" not in str(error) or attempt == SQLITE_LOCKED_TRIES - 1:
+                        raise
+                    time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # apart, not in step with the others
+
+    return whole
 
 
 class NullTracker:
@@ -93,6 +135,7 @@ class MlflowTracker:
         self.experiment_id = experiment_id
 
     @classmethod
+    @_whole
     def start(
         cls, client: MlflowClient, experiment_id: str, run_name: str, params: dict, tags: dict[str, str]
     ) -> MlflowTracker:
@@ -103,6 +146,7 @@ class MlflowTracker:
             client.log_batch(tracker.run_id, params=entries[start : start + BATCH_LIMIT])
         return tracker
 
+    @_whole
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """One batched call for all metrics of a step."""
         now = int(time.time() * 1000)
@@ -110,36 +154,44 @@ class MlflowTracker:
         for start in range(0, len(entries), BATCH_LIMIT):
             self.client.log_batch(self.run_id, metrics=entries[start : start + BATCH_LIMIT])
 
+    @_whole
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """The epoch's metrics and a heartbeat tag in one call: a resumed sweep tells live runs from dead ones."""
         now = time.time()
         entries = [Metric(key, float(value), int(now * 1000), epoch) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=entries, tags=[RunTag(names.TAG_HEARTBEAT, f"{now:.0f}")])
 
+    @_whole
     def logged_epochs(self) -> int:
         """How many epochs the run's history holds (the last step of test/loss)."""
         return max((metric.step for metric in self.client.get_metric_history(self.run_id, names.TEST_LOSS)), default=0)
 
     @classmethod
+    @_whole
     def reopen(cls, client: MlflowClient, run_id: str, tags: dict[str, str]) -> MlflowTracker:
         client.update_run(run_id, status="RUNNING")
         tracker = cls(client, run_id, client.get_run(run_id).info.experiment_id)
         tracker.set_tags({**tags, names.TAG_ERROR: "", names.TAG_RESUMED: "true"})
         return tracker
 
+    @_whole
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
+    @_whole
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @_whole
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
+    @_whole
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         """One frame of an image series: the run's Model metrics tab shows the series with a step slider."""
         self.client.log_image(self.run_id, image, key=key, step=step)
 
+    @_whole
     def log_datasets(self, splits: list[DataSplit]) -> None:
         """The data the run read: the Dataset column of the runs table, and the run's lineage."""
         inputs = [DatasetInput(split.as_mlflow(), [InputTag(MLFLOW_DATASET_CONTEXT, split.split)]) for split in splits]
@@ -149,6 +201,7 @@ class MlflowTracker:
         """A link to one of the run's artifacts that works in the run's Description (a page of the MLflow UI)."""
         return f"#/experiments/{self.experiment_id}/runs/{self.run_id}/artifactPath/{path}"
 
+    @_whole
     def end(self, status: str, error: BaseException | None = None) -> None:
         if error is not None:
             message = f"{type(error).__name__}: {error}"[:PARAM_LIMIT]
@@ -181,27 +234,32 @@ def tracked_run(
     resume_run_id: str | None = None,
     system_metrics_s: float = 0.0,
 ) -> Iterator[MlflowTracker | NullTracker]:
-    """A run that ends FINISHED, FAILED (with the error on the run) or KILLED (Ctrl-C), whatever happens inside.
+    """A run that ends FINISHED, FAILED (with the error on the run) or KILLED (Ctrl-C or another stop signal, see
+    core.signals), whatever happens inside.
 
     With `resume_run_id` the interrupted run is reopened, so its metric history simply continues.
     """
     if store is None:
         yield NullTracker()
         return
-    # A user signed in with only READ on the experiment is refused here, before the run exists.
-    with refusals_explained(store.client.tracking_uri):
-        if resume_run_id is None:
-            tracker = MlflowTracker.start(store.client, store.experiment_id, run_name, params, tags)
-        else:
-            tracker = MlflowTracker.reopen(store.client, resume_run_id, tags)
-    log.info(f"MLflow run {tracker.run_id} ({run_name}){' resumed' if resume_run_id else ''}")
+    tracker = None
     try:
+        # A stop signal waits until the run exists and is ended below; a user signed in with only READ on the
+        # experiment is refused here, before the run exists.
+        with held(), refusals_explained(store.client.tracking_uri):
+            if resume_run_id is None:
+                tracker = MlflowTracker.start(store.client, store.experiment_id, run_name, params, tags)
+            else:
+                tracker = MlflowTracker.reopen(store.client, resume_run_id, tags)
+        log.info(f"MLflow run {tracker.run_id} ({run_name}){' resumed' if resume_run_id else ''}")
         with system_metrics(store, tracker.run_id, system_metrics_s, resume_run_id is not None):
             yield tracker
     except KeyboardInterrupt:
-        tracker.end("KILLED")
+        if tracker is not None:
+            tracker.end("KILLED")
         raise
     except BaseException as error:
-        tracker.end("FAILED", error)
+        if tracker is not None:
+            tracker.end("FAILED", error)
         raise
     tracker.end("FINISHED")
