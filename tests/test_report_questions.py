@@ -105,3 +105,16 @@ def test_a_difference_is_weighed_against_the_seed_spread():
         "within the seed-to-seed spread (seed std 1.00 nats; two standard errors of the difference 1.63)"
         in (wide_spread[1])
     )
+
+
+def test_units_that_fall_back_to_the_prior_are_called_so():
+    runs = history("e", kl=[6.0, 4.0, 5.0], recon=[150.0, 140.0, 130.0], units=[100, 60, 40])
+    (line,) = questions.kl_rise_lines(runs, {"e": "latent=100"})
+    assert "Active units went from 60 to 40" in line and "fewer dimensions stay in use" in line
+
+
+def test_without_end_of_run_evaluation_the_last_epochs_units_are_compared():
+    grid = seed_grid()
+    grid = grid.drop(columns=[names.Q_ACTIVE_UNITS]).assign(**{names.ACTIVE_UNITS: [2.0, 21.0, 22.0]})
+    lines = questions.latent_lines(grid, LATENT, [EPOCHS])
+    assert "active units 21.0 of 100 → 22.0 of 200" in lines[1]

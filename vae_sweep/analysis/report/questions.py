@@ -14,7 +14,7 @@ import pandas as pd
 
 from vae_sweep import names
 from vae_sweep.analysis.report.findings import setting, short_names
-from vae_sweep.analysis.report.table import LATENT, SEED
+from vae_sweep.analysis.report.table import LATENT, SEED, has_values
 
 # Per-epoch keys the answers read; active units per epoch is optional (runs before it was logged lack it).
 HISTORY_KEYS = (names.TEST_KL, names.TEST_RECON, names.TEST_LOSS, names.ACTIVE_UNITS)
@@ -73,6 +73,14 @@ def kl_path(history: pd.DataFrame) -> KlPath | None:
     )
 
 
+def units_story(before: float, after: float) -> str:
+    if after > before:
+        return "the rise is new latent dimensions coming into use."
+    if after < before:
+        return "fewer dimensions stay in use (the rest fall back to the prior), and those carry more information each."
+    return "the same dimensions carry more information each."
+
+
 def kl_rise_line(label: str, path: KlPath) -> str:
     """The run's own numbers for 'why does the KL rise while the total falls' (or that it did not rise)."""
     if path.rise <= NEGLIGIBLE_NATS:
@@ -84,8 +92,7 @@ def kl_rise_line(label: str, path: KlPath) -> str:
     if path.units_low is not None and path.units_last is not None:
         units = (
             f" Active units went from {path.units_low:.0f} to {path.units_last:.0f} over the same span: "
-            + ("the rise is new latent dimensions coming into use." if path.units_last > path.units_low else
-               "the same dimensions carry more information each.")
+            + units_story(path.units_low, path.units_last)
         )  # fmt: skip
     recon_fell = -path.recon_change
     if path.loss_change < 0:
@@ -154,7 +161,10 @@ def latent_step_line(where: str, small: pd.Series, large: pd.Series) -> str:
         f"{where}latent {small[LATENT]} → {large[LATENT]}: test loss {small[loss]:.2f} → {large[loss]:.2f} "
         f"({difference:+.2f} nats, {against_spread(difference, small, large, loss)})"
     )
-    units = names.Q_ACTIVE_UNITS
+    # The end-of-run count where the runs were evaluated, else the last epoch's.
+    units = (
+        names.Q_ACTIVE_UNITS if has_values(pd.DataFrame([small, large]), names.Q_ACTIVE_UNITS) else names.ACTIVE_UNITS
+    )
     if units in small and pd.notna(small[units]) and pd.notna(large[units]):
         unused = large[LATENT] - large[units]
         text += (

@@ -78,7 +78,7 @@ def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
     metrics = {
         name.removeprefix("metrics."): logged[name]
         for name in logged
-        if name.removeprefix("metrics.").startswith((names.LOSSES, names.QUALITY, names.TIMING))
+        if name.removeprefix("metrics.").startswith((names.LOSSES, names.QUALITY, names.TIMING, names.ACTIVE_UNITS))
     }
     duration = (raw["end_time"] - raw["start_time"]).dt.total_seconds()
     time = metrics[names.TRAIN_TIME].fillna(duration) if names.TRAIN_TIME in metrics else duration
@@ -128,7 +128,7 @@ def param_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
-    return [name for name in runs if "/" in name] + [TIME.column]
+    return [name for name in runs if "/" in name or name == names.ACTIVE_UNITS] + [TIME.column]
 
 
 def is_sweepable(param: str) -> bool:
