@@ -1,5 +1,6 @@
 """Stop signals, sent for real to real processes: each ends its job like Ctrl-C and leaves an honest record."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,10 +30,11 @@ def test_exit_codes_follow_the_shells_convention():
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_a_stop_signal_raises_once_and_only_inside_a_stoppable_section(signum):
+def test_a_stop_signal_raises_once_inside_a_stoppable_section_and_is_remembered_between_them(signum):
     result = python(f"""
         import os, signal, time
         from vae_sweep.core import signals
+        signals.install()  # as a launcher's worker process does
         try:
             with signals.stoppable():
                 os.kill(os.getpid(), {int(signum)})
@@ -48,6 +50,21 @@ def test_a_stop_signal_raises_once_and_only_inside_a_stoppable_section(signum):
             print("a new section stops at once")
     """)
     assert result.stdout.split("\n")[:3] == [f"raised {128 + signum}", "still here", "a new section stops at once"]
+
+
+def test_a_section_gives_the_handlers_it_replaced_back():
+    result = python("""
+        import os, signal
+        from vae_sweep.core import signals
+        try:
+            with signals.stoppable():
+                os.kill(os.getpid(), signal.SIGTERM)
+        except signals.Stopped:
+            print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, signal.getsignal(signal.SIGINT).__name__)
+        with signals.stoppable():
+            print("a stop raised is not raised again")
+    """)
+    assert result.stdout.split("\n")[:2] == ["True default_int_handler", "a stop raised is not raised again"]
 
 
 def test_a_signal_waits_for_a_held_section_and_an_ignored_one_stays_ignored():
@@ -95,7 +112,9 @@ def finish(process: subprocess.Popen, timeout: int = 300) -> tuple[str, str]:
     try:
         return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
+        for pid in [process.pid, *descendants(process.pid)]:  # workers left behind would hold the pipes open
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         output, errors = process.communicate()
         pytest.fail(f"the process did not stop within {timeout} s:\n{output[-3000:]}\n{errors[-3000:]}")
 

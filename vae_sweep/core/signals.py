@@ -45,11 +45,13 @@ class JobStopped(Exception):
 
 _received: int | None = None  # the first stop signal this process got
 _stoppable_depth = 0  # > 0 while a stop signal should raise Stopped here
+_held_depth = 0  # > 0 while the main thread is in a held section: Stopped waits for its end
+_pending = False  # a Stopped that waits for the held section to end
 _forward_to: Callable[[], Iterable[int]] | None = None  # the processes that do this one's work, while they do it
 
 
 def _handle(signum: int, frame) -> None:
-    global _received
+    global _received, _pending
     if _received is not None:
         return
     _received = signum
@@ -59,18 +61,42 @@ def _handle(signum: int, frame) -> None:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
+    elif _stoppable_depth and _held_depth:
+        _pending = True
     elif _stoppable_depth:
         raise Stopped(signum)
 
 
-def _install() -> None:
-    """Handle the stop signals nobody else handles: a handler a launcher set (submitit's for SIGTERM) or an ignored
-    signal (SIGHUP under nohup) stays as it is. Python runs handlers in the main thread only."""
+def install() -> list[tuple[int, object]]:
+    """Handle the stop signals nobody else handles, from now on; returns the (signal, handler) pairs it replaced.
+
+    A handler a launcher set (submitit's for SIGTERM) or an ignored signal (SIGHUP under nohup) stays as it is. Python
+    runs handlers in the main thread only, and only there can they be set.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return
+        return []
+    replaced = []
     for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+        previous = signal.getsignal(signum)
+        if previous in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(signum, _handle)
+            replaced.append((signum, previous))
+    return replaced
+
+
+@contextmanager
+def _handled() -> Iterator[None]:
+    """Stop signals handled here for the section; the handlers it replaced come back after it, and a stop it
+    received, having been raised, is forgotten."""
+    global _received
+    replaced = install()
+    try:
+        yield
+    finally:
+        if replaced:
+            for signum, previous in replaced:
+                signal.signal(signum, previous)
+            _received = None
 
 
 def is_stoppable() -> bool:
@@ -80,18 +106,18 @@ def is_stoppable() -> bool:
 
 @contextmanager
 def stoppable() -> Iterator[None]:
-    """Within: the first stop signal raises Stopped in the main thread. Outside, once installed, a signal is only
-    remembered, and the next stoppable section raises it as it starts: a worker process between jobs stays alive,
-    and a job it is handed after the stop ends before it begins."""
+    """Within: the first stop signal raises Stopped in the main thread. In a process that called install(), a signal
+    outside such a section is only remembered, and the next section raises it as it starts: a launcher's worker
+    process between jobs stays alive, and a job it is handed after the stop ends before it begins."""
     global _stoppable_depth
-    _install()
-    if _received is not None:
-        raise Stopped(_received)
-    _stoppable_depth += 1
-    try:
-        yield
-    finally:
-        _stoppable_depth -= 1
+    with _handled():
+        if _received is not None:
+            raise Stopped(_received)
+        _stoppable_depth += 1
+        try:
+            yield
+        finally:
+            _stoppable_depth -= 1
 
 
 @contextmanager
@@ -99,30 +125,39 @@ def forwarded(processes: Callable[[], Iterable[int]]) -> Iterator[None]:
     """While other processes do this one's work (a launcher's workers, a reproduction's job): a stop signal is passed
     on to `processes()` instead of raised here, so that each ends its own job, and raised once the section is over."""
     global _forward_to
-    _install()
-    if _received is not None:
-        raise Stopped(_received)
-    previous, _forward_to = _forward_to, processes
-    try:
-        yield
-    except Exception:
-        if _received is None:
-            raise
-        # What failed after the stop failed because of it (a worker that had not yet set its handler ended at once).
-    finally:
-        _forward_to = previous
-    if _received is not None:
-        raise Stopped(_received)
+    with _handled():
+        if _received is not None:
+            raise Stopped(_received)
+        previous, _forward_to = _forward_to, processes
+        try:
+            yield
+        except Exception:
+            if _received is None:
+                raise
+            # What failed after the stop failed because of it (a worker that had not yet set its handler ended at once).
+        finally:
+            _forward_to = previous
+        if _received is not None:
+            raise Stopped(_received)
 
 
 @contextmanager
 def held() -> Iterator[None]:
-    """Stop signals wait until the section is over: no file is left half written, no run status half set."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """A stop signal that arrives in the section raises Stopped as it ends, not in the middle of it: no file is left
+    half written, no run status half set, no database transaction half done.
+
+    Python runs signal handlers in the main thread, whichever thread the signal reached, so a handler that sees this
+    flag is the deferral; blocking the signal (pthread_sigmask) in the main thread would not be, since torch's
+    OpenMP threads and others would take it instead. A section that raises ends with its own exception.
+    """
+    global _held_depth, _pending
+    _held_depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _held_depth -= 1
+        release = _pending and not _held_depth
+        if release:
+            _pending = False
+    if release:
+        raise Stopped(_received)

@@ -201,6 +201,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     becomes this job's failure, so that the launcher collects every job.
     """
     entry_stops = signals.is_stoppable()
+    if not entry_stops:
+        # A launcher's worker: between jobs too, a stop signal is remembered rather than the end of the process (for
+        # joblib, a worker that dies breaks the pool and the others are killed in the middle of their own stop).
+        signals.install()
     try:
         with signals.stoppable():
             return train_job(cfg)
