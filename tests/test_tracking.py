@@ -287,3 +287,36 @@ def test_only_a_binarized_job_calls_its_bound_an_nll(workdir):
     binarized = train_in_process(workdir, *settings, "data.binarize=dynamic", "tracking.enabled=false")
     assert binarized["quality/iwae_nll"] == -binarized["quality/iwae_bound"]
     assert "quality/iwae_grey_bound_nats" not in binarized and binarized["quality/iwae_k"] == 3
+
+
+def test_a_dataset_another_job_inserted_at_the_same_moment_is_linked_on_the_next_try(tmp_path):
+    """Parallel jobs on a PostgreSQL-backed server race to insert the same dataset row (seen in a submitit sweep)."""
+    from mlflow.exceptions import MlflowException
+
+    from vae_sweep.tracking.runs import DataSplit, MlflowTracker
+
+    class RacingClient:
+        calls = 0
+
+        def log_inputs(self, run_id, datasets):
+            RacingClient.calls += 1
+            if RacingClient.calls == 1:
+                raise MlflowException('duplicate key value violates unique constraint "dataset_pk"')
+
+    split = DataSplit("mnist", "train", {"train-images-idx3-ubyte": "abc"}, tmp_path, 600)
+    MlflowTracker(RacingClient(), "run", "0").log_datasets([split])
+    assert RacingClient.calls == 2
+
+
+def test_other_store_errors_while_logging_datasets_are_not_retried(tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    from vae_sweep.tracking.runs import DataSplit, MlflowTracker
+
+    class BrokenClient:
+        def log_inputs(self, run_id, datasets):
+            raise MlflowException("permission denied")
+
+    split = DataSplit("mnist", "test", {}, tmp_path, 200)
+    with pytest.raises(MlflowException, match="permission denied"):
+        MlflowTracker(BrokenClient(), "run", "0").log_datasets([split])

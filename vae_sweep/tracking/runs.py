@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PARAM_LIMIT = 6000
 BATCH_LIMIT = 100
 SQLITE_LOCKED_TRIES = 10
+DATASET_TRIES = 3
 
 
 T = TypeVar("T")
@@ -195,7 +196,18 @@ class MlflowTracker:
     def log_datasets(self, splits: list[DataSplit]) -> None:
         """The data the run read: the Dataset column of the runs table, and the run's lineage."""
         inputs = [DatasetInput(split.as_mlflow(), [InputTag(MLFLOW_DATASET_CONTEXT, split.split)]) for split in splits]
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        for attempt in range(DATASET_TRIES):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as error:
+                # Parallel jobs insert the same dataset row at once and all but one break the store's unique key;
+                # on the next try the row exists and only this run's link to it is written.
+                if not any(word in str(error) for word in ("duplicate key", "UNIQUE constraint")) or (
+                    attempt == DATASET_TRIES - 1
+                ):
+                    raise
+                time.sleep(random.uniform(0.05, 0.2))
 
     def artifact_link(self, path: str) -> str:
         """A link to one of the run's artifacts that works in the run's Description (a page of the MLflow UI)."""
