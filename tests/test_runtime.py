@@ -18,7 +18,7 @@ def test_configured_threads_win_then_the_resumed_runs_then_the_launchers_share(m
 
 def test_a_lone_job_leaves_out_the_cores_other_processes_hold(monkeypatch):
     monkeypatch.setattr(runtime, "available_cores", lambda: 4)
-    for busy, threads in ((0.2, 4), (1.0, 3), (2.6, 1), (8.0, 1), (None, 4)):
+    for busy, threads in ((0.2, 4), (0.4, 3), (1.0, 3), (1.3, 2), (2.6, 1), (8.0, 1), (None, 4)):
         monkeypatch.setattr(runtime, "busy_cores", lambda busy=busy: busy)
         assert runtime.free_cores(default=4) == threads
     # Never more than torch's own default (physical cores, OMP_NUM_THREADS), even with every core free.

@@ -3,6 +3,7 @@ the cores free right now), and setting them up."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from vae_sweep.errors import UserError
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
 # Long enough for /proc/stat's 10 ms ticks to tell a held core (~100% busy) from a quiet one (~0%).
 BUSY_SAMPLE_S = 0.2
+# Busy cores up to this much are background noise, not a core taken.
+TAKEN_BELOW = 0.25
 
 
 def available_cores() -> int:
@@ -75,7 +78,12 @@ def free_cores(default: int = TORCH_DEFAULT_THREADS) -> int:
     run, since it changes float rounding.
     """
     busy = busy_cores()
-    return default if busy is None else max(1, min(default, available_cores() - round(busy)))
+    if busy is None:
+        return default
+    # A core counts as taken once others use a quarter of it: one thread too few costs an idle machine ~1.4x, one too
+    # many on a busy machine 2-9x (benchmarks/RESULTS.md).
+    taken = max(0, math.ceil(busy - TAKEN_BELOW))
+    return max(1, min(default, available_cores() - taken))
 
 
 def job_threads(configured: int, launcher_cfg: Mapping, resumed: str | None) -> int:
