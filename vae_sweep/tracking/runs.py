@@ -85,15 +85,20 @@ def _whole(call: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(call)
     def whole(*args, **kwargs) -> T:
         with held():
-            for attempt in range(SQLITE_LOCKED_TRIES):
-                try:
-                    return call(*args, **kwargs)
-                except MlflowException as error:
-                    if "database is locked" not in str(error) or attempt == SQLITE_LOCKED_TRIES - 1:
-                        raise
-                    time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # apart, not in step with the others
+            return _retried(lambda: call(*args, **kwargs), ("database is locked",), SQLITE_LOCKED_TRIES)
 
     return whole
+
+
+def _retried(call: Callable[[], T], transient: tuple[str, ...], tries: int) -> T:
+    """call(), tried again after a short random pause while it fails with a store error naming one of `transient`."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except MlflowException as error:
+            if not any(words in str(error) for words in transient) or attempt == tries - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # apart, not in step with the others
 
 
 class NullTracker:
@@ -196,18 +201,12 @@ class MlflowTracker:
     def log_datasets(self, splits: list[DataSplit]) -> None:
         """The data the run read: the Dataset column of the runs table, and the run's lineage."""
         inputs = [DatasetInput(split.as_mlflow(), [InputTag(MLFLOW_DATASET_CONTEXT, split.split)]) for split in splits]
-        for attempt in range(DATASET_TRIES):
-            try:
-                self.client.log_inputs(self.run_id, datasets=inputs)
-                return
-            except MlflowException as error:
-                # Parallel jobs insert the same dataset row at once and all but one break the store's unique key;
-                # on the next try the row exists and only this run's link to it is written.
-                if not any(word in str(error) for word in ("duplicate key", "UNIQUE constraint")) or (
-                    attempt == DATASET_TRIES - 1
-                ):
-                    raise
-                time.sleep(random.uniform(0.05, 0.2))
+        # Parallel jobs insert the same dataset row at once and all but one break the store's unique key; on the next
+        # try the row exists and only this run's link to it is written.
+        _retried(
+            lambda: self.client.log_inputs(self.run_id, datasets=inputs), ("duplicate key", "UNIQUE constraint"),
+            DATASET_TRIES,
+        )  # fmt: skip
 
     def artifact_link(self, path: str) -> str:
         """A link to one of the run's artifacts that works in the run's Description (a page of the MLflow UI)."""
