@@ -187,6 +187,34 @@ ENVIRONMENT_PREFIXES = ("version.", TAG_HOST, TAG_PYTHON)
 # auto): the tag that records what the job ran with, and the config key a reproduction pins it with.
 RUNTIME_SETTINGS = {TAG_THREADS: "training.threads", TAG_DEVICE: "training.device"}
 
+# ---- sweeps and searches: one parent run per multirun, its jobs nested under it ------------------------------------
+TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI groups a sweep's runs under its parent
+TAG_SWEEP_KEY = "sweep.key"  # the parent run of a sweep: the same command (or study) again finds the same parent
+TAG_SWEEP_KIND = "sweep.kind"  # on the parent: SWEEP_GRID or SWEEP_SEARCH
+SWEEP_GRID = "grid"
+SWEEP_SEARCH = "search"
+SWEEP_CONFIG = "multirun.yaml"  # the sweep's own config, in its folder and on its parent run
+# The parent's counts, logged as the sweep goes (step = jobs ended so far).
+SWEEP_JOBS = "sweep/jobs"
+SWEEP_FAILED = "sweep/failed"
+SWEEP_PRUNED = "sweep/pruned"
+# A search (Optuna study): on the parent and on every trial's run.
+TAG_STUDY = "search.study"
+TAG_STORAGE = "search.storage"  # the study's Optuna storage URL, without a password
+TAG_OBJECTIVE = "search.objective"  # the per-epoch metric the search optimises
+TAG_DIRECTION = "search.direction"  # minimize | maximize
+TAG_TRIAL = "search.trial"  # a trial's number in its study
+TAG_TRIAL_STATE = "search.state"  # how the trial ended in the study: COMPLETE, PRUNED or FAIL
+TAG_PRUNED_EPOCH = "search.pruned_at_epoch"  # the last epoch a pruned trial trained
+# On the parent: the best trial so far (tags, since it changes as the search goes and MLflow params cannot).
+TAG_BEST_RUN = "search.best_run"
+TAG_BEST_TRIAL = "search.best_trial"
+TAG_BEST_PARAM = "search.best."  # + config key: the best trial's value of a searched key
+SEARCH_BEST_VALUE = "search/best_value"  # metric on the parent, step = trials ended so far
+SEARCH_SPACE_PARAM = "space."  # + config key: the parent's params, each a dimension in Hydra's sweep grammar
+STUDY_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
 # ---- the comparison report: the files of a report folder, which its run in the reports experiment holds too --------
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
