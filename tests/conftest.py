@@ -16,6 +16,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vae_sweep import names
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -66,10 +68,14 @@ def run_cli(module: str, *args: str, cwd: Path, timeout: int = 600) -> subproces
     )
 
 
-def experiment_runs(uri: str, experiment: str = "vae_sweep", filter_string: str = "") -> tuple[MlflowClient, list[Run]]:
-    """A client on the store and the runs of one of its experiments (matching an MLflow filter, if given)."""
+def experiment_runs(
+    uri: str, experiment: str = "vae_sweep", filter_string: str = "", parents: bool = False
+) -> tuple[MlflowClient, list[Run]]:
+    """A client on the store and the job runs of one of its experiments (matching an MLflow filter, if given); with
+    `parents`, the sweeps' parent runs instead."""
     client = MlflowClient(uri)
-    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id], filter_string)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], filter_string)
+    return client, [run for run in runs if (names.TAG_SWEEP_KIND in run.data.tags) == parents]
 
 
 def training_settings(**changes) -> SimpleNamespace:

@@ -23,8 +23,9 @@ ALLOWED = {
     "evaluation": {"foundation", "core", "evaluation"},
     "tracking": {"foundation", "core", "tracking"},
     "jobs": {"foundation", "core", "evaluation", "tracking", "jobs"},
+    "search": {"foundation", "core", "evaluation", "tracking", "jobs", "search"},
     "analysis": {"foundation", "core", "evaluation", "tracking", "analysis"},
-    "entry": {"foundation", "core", "evaluation", "tracking", "jobs", "analysis", "entry"},
+    "entry": {"foundation", "core", "evaluation", "tracking", "jobs", "search", "analysis", "entry"},
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, make_mnist_like
+from tests.conftest import REPO, experiment_runs, make_mnist_like
 from vae_sweep.core.signals import Stopped
 
 
@@ -130,8 +130,7 @@ def wait_for_checkpoints(workdir: Path, process: subprocess.Popen, count: int = 
 
 
 def runs(workdir: Path) -> tuple[MlflowClient, list]:
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    return client, client.search_runs([client.get_experiment_by_name("vae_sweep").experiment_id])
+    return experiment_runs(f"sqlite:///{workdir}/mlflow.db")
 
 
 def steps(client: MlflowClient, run) -> list[int]:

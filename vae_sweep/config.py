@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from vae_sweep import schedule
+from vae_sweep import names, schedule
 from vae_sweep.errors import ConfigError
 
 
@@ -37,6 +37,25 @@ class Resume(Enum):
 class Schedule(Enum):
     constant = "constant"
     burda = "burda"
+
+
+class Sampler(Enum):
+    tpe = "tpe"
+    random = "random"
+    cmaes = "cmaes"
+    grid = "grid"
+
+
+class Pruner(Enum):
+    none = "none"
+    median = "median"
+    successive_halving = "successive_halving"
+    hyperband = "hyperband"
+
+
+class Direction(Enum):
+    minimize = "minimize"
+    maximize = "maximize"
 
 
 class OptimizerName(Enum):
@@ -114,6 +133,28 @@ class TrackingConfig:
     image_every: int = 5
     # Seconds between samples of CPU, memory, disk and network (MLflow's system/ metrics); 0: none.
     system_metrics_s: float = 10.0
+    # The sweep's parent run, which a sweeper passes to its jobs so that the MLflow UI nests them under it.
+    parent_run_id: Optional[str] = None
+
+
+@dataclass
+class SearchConfig:
+    """`hydra/sweeper=search`: an Optuna study over `space`, `trials` jobs in all, `parallel` at a time."""
+
+    trials: int = 20
+    parallel: int = 1
+    sampler: Sampler = Sampler.tpe
+    pruner: Pruner = Pruner.none
+    seed: int = 0
+    objective: str = "loss/test"
+    direction: Direction = Direction.minimize
+    storage: str = MISSING
+    study: Optional[str] = None
+    # Pruners judge a trial only from this epoch on: the first epochs of every trial look much alike.
+    warmup_epochs: int = 1
+    evaluate_pruned: bool = False
+    # config key -> a dimension in Hydra's sweep grammar: interval(...), int(interval(...)), range(...), choice(...)
+    space: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +173,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
@@ -180,6 +222,13 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tracking.experiment": (lambda v: len(v.strip()) > 0, "a non-empty name"),
     "tracking.image_every": (lambda v: v >= 0, "a number of epochs >= 0 (0: no images)"),
     "tracking.system_metrics_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: no system metrics)"),
+    "search.trials": (lambda v: v >= 1, "an integer >= 1"),
+    "search.parallel": (lambda v: v >= 1, "an integer >= 1 (trials running at once)"),
+    "search.warmup_epochs": (lambda v: v >= 0, "an integer >= 0"),
+    "search.objective": (
+        lambda v: v in names.EPOCH_METRICS,
+        "a metric logged every epoch: " + ", ".join(names.EPOCH_METRICS),
+    ),
 }
 
 
@@ -219,6 +268,7 @@ def to_container(cfg: DictConfig) -> dict:
 # fingerprint, of the parameters a report compares runs by, and of run names. Prefixes end in a dot.
 NOT_RESULT = (
     "tracking.",
+    "search.",
     "paths.",
     "data.root",
     "data.download",

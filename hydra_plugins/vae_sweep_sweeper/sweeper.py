@@ -7,6 +7,7 @@
 - A failed job does not stop the sweep: the remaining jobs run, and the sweep ends with a summary of the
   failed jobs and a non-zero exit. A job submitit lost (killed outright) counts as failed too (killed_jobs.py).
 - A stop signal to the sweep's process under joblib stops every worker's job cleanly first (worker_stops.py).
+- The sweep has one MLflow parent run, its jobs nested under it (parent.py); the same command again reuses it.
 """
 
 import logging
@@ -22,7 +23,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from hydra_plugins.vae_sweep_sweeper.killed_jobs import killed_job, killed_jobs_as_failures
+from hydra_plugins.vae_sweep_sweeper.parent import SweepParent
 from hydra_plugins.vae_sweep_sweeper.worker_stops import stops_reach_workers
+from vae_sweep import names
 from vae_sweep.config import validate
 from vae_sweep.errors import ConfigError, UserError
 from vae_sweep.tracking.store import connect
@@ -79,30 +82,45 @@ class VaeSweeper(BasicSweeper):
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, sweep_dir / names.SWEEP_CONFIG)
 
         # Validate every batch before any job runs, not batch by batch.
         for batch in self.overrides:
             self.validate_batch_is_legal(batch)
         self.prepare_tracking_store()
+        parent = SweepParent.open(
+            self.config, key_parts=params, name=f"sweep {' '.join(params)}", kind=names.SWEEP_GRID
+        )
 
         returns: List[Sequence[JobReturn]] = []
-        initial_job_idx = 0
-        while not self.is_done():
-            batch = self.get_job_batch()
-            with killed_jobs_as_failures(self.launcher, self.killed_job), stops_reach_workers(self.launcher):
-                results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
-            initial_job_idx += len(batch)
-            returns.append(results)
+        initial_job_idx = failed = 0
+        try:
+            while not self.is_done():
+                batch = [[*overrides, *parent.overrides()] for overrides in self.get_job_batch()]
+                results = self.launch(batch, initial_job_idx)
+                initial_job_idx += len(batch)
+                returns.append(results)
+                failed += sum(job.status != JobStatus.COMPLETED for job in results)
+                parent.log({names.SWEEP_JOBS: initial_job_idx, names.SWEEP_FAILED: failed})
+        except BaseException:
+            parent.close("KILLED")
+            raise
+        self.summarise([job for results in returns for job in results], sweep_dir, parent)
+        return returns
 
-        jobs = [job for results in returns for job in results]
+    def launch(self, batch: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        with killed_jobs_as_failures(self.launcher, self.killed_job), stops_reach_workers(self.launcher):
+            return self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+
+    def summarise(self, jobs: Sequence[JobReturn], sweep_dir: Path, parent: SweepParent, what: str = "") -> None:
+        """Log the outcome, close the parent run; a failed job makes the sweep's exit non-zero."""
         failed = [job for job in jobs if job.status != JobStatus.COMPLETED]
-        link = self.runs_link(jobs)
+        link = self.runs_link(jobs) if jobs else ""
+        parent.close("FAILED" if failed else "FINISHED", sweep_dir / names.SWEEP_CONFIG)
         if failed:
             lines = "\n".join("  " + _describe(job) for job in failed)
             raise UserError(f"{len(failed)} of {len(jobs)} jobs failed (sweep {sweep_dir}):\n{lines}{link}")
-        log.info(f"All {len(jobs)} jobs finished (sweep {sweep_dir}).{link}")
-        return returns
+        log.info(f"All {len(jobs)} jobs finished (sweep {sweep_dir}).{what}{link}")
 
     def runs_link(self, jobs: Sequence[JobReturn]) -> str:
         """A line pointing at the sweep's runs in the MLflow UI; empty without tracking or a reachable store."""

@@ -144,6 +144,7 @@ def fit(
     on_epoch_end: Callable[[list[dict[str, float]]], None] | None = None,
     lr_at: Callable[[int], float] | None = None,
     on_posterior: Callable[[int, Posterior], None] | None = None,
+    should_stop: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> list[dict[str, float]]:
     """Train up to training.epochs epochs; report and return each epoch's train and test terms.
 
@@ -151,7 +152,8 @@ def fit(
     after the last epoch in that history. `on_epoch_end` (the checkpoint) runs before the epoch is reported, so
     a report never gets ahead of what a resumed job would know.
     `lr_at` (epoch -> learning rate) sets the rate of each epoch; `on_posterior` gets each epoch's test posterior
-    (the per-dimension KL history) before the epoch is reported.
+    (the per-dimension KL history) before the epoch is reported. `should_stop` (epoch, metrics) ends training after
+    a reported epoch when it says so (a search's pruner).
     """
     # Adam's moments for weights that never get a gradient (MNIST's blank border pixels) decay into denormal floats,
     # which the CPU handles through slow microcode: ~0.75x the epoch time once flushed, with bitwise-equal histories.
@@ -198,4 +200,7 @@ def fit(
             on_epoch_end(history)
         sink.log_epoch(epoch, metrics)
         log.info(_summary_line(epoch, training.epochs, metrics))
+        if should_stop is not None and should_stop(epoch, metrics):
+            log.info(f"Stopped after epoch {epoch} of {training.epochs}: pruned by the search.")
+            break
     return history

@@ -14,7 +14,7 @@ from vae_sweep.config import defines_result
 from vae_sweep.tracking.provenance import provenance
 
 # Hydra's own overrides and presets say how a sweep was launched, not what one of its points is.
-_LAUNCH_PREFIXES = ("hydra.", "hydra/", "experiment=")
+_LAUNCH_PREFIXES = ("hydra.", "hydra/", "experiment=", "search=")
 
 
 def run_name(overrides: list[str]) -> str:
@@ -42,4 +42,6 @@ def job_identity(cfg: DictConfig) -> tuple[str, dict[str, str]]:
         **provenance(Path(cfg.paths.root_dir)),
         **cfg.tracking.tags,
     }
+    if cfg.tracking.parent_run_id:
+        tags[names.TAG_PARENT_RUN] = cfg.tracking.parent_run_id
     return run_name(overrides), tags

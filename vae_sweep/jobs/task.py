@@ -12,7 +12,7 @@ import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from vae_sweep import names
 from vae_sweep.config import defines_result, flatten, to_container, validate
@@ -22,7 +22,7 @@ from vae_sweep.core.model import build_model
 from vae_sweep.core.optim import build_optimizer, lr_schedule
 from vae_sweep.core.train import fit
 from vae_sweep.errors import UserError
-from vae_sweep.jobs import checkpoint
+from vae_sweep.jobs import checkpoint, trial
 from vae_sweep.jobs.frames import EpochFrames
 from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
@@ -104,6 +104,19 @@ def data_splits(data_cfg, md5s: dict[str, str], train: Split, test: Split) -> li
     ]
 
 
+def end_trial(search_trial: trial.Trial, cfg: DictConfig, tracker: MlflowTracker | NullTracker) -> None:
+    """Say on the run how its trial ended; a pruned one skips the costly evaluation unless the search asks for it."""
+    search_trial.run_id = getattr(tracker, "run_id", None)
+    pruned = search_trial.pruned_epoch is not None
+    tags = {names.TAG_TRIAL_STATE: "PRUNED" if pruned else "COMPLETE"}
+    if pruned:
+        tags[names.TAG_PRUNED_EPOCH] = str(search_trial.pruned_epoch)
+        if not search_trial.evaluate_pruned:
+            with open_dict(cfg):
+                cfg.eval.enabled = False
+    tracker.set_tags(tags)
+
+
 def train_job(cfg: DictConfig) -> dict[str, float]:
     """Train one configuration inside its tracked run; returns its final metrics.
 
@@ -117,6 +130,9 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     (folder / names.CONFIG_RESOLVED).write_text(yaml.safe_dump(config, sort_keys=False))
     name, tags = job_identity(cfg)
     key = tags[names.TAG_FINGERPRINT] = fingerprint(config)
+    search_trial = trial.current()
+    if search_trial is not None:
+        tags.update(search_trial.tags)
 
     with signals.held():  # a stop signal inside a store query could surface as the database's error instead
         store = open_store(cfg.tracking)
@@ -124,7 +140,10 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     if decision.action == "skip":
         log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
         log.info(f"MLflow runs: {store.runs_link()}")
-        return names.current_metrics(decision.run.data.metrics)
+        metrics = names.current_metrics(decision.run.data.metrics)
+        if search_trial is not None:
+            search_trial.value, search_trial.run_id = metrics.get(search_trial.objective), decision.run.info.run_id
+        return metrics
     if decision.action == "busy":
         other = decision.run
         raise UserError(
@@ -171,6 +190,10 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
             + (f"; resuming after epoch {len(history)}" if history else "")
         )
 
+        if search_trial is not None:
+            # A resumed trial is a new trial in the study: it learns the epochs the checkpoint holds first.
+            for row in history:
+                search_trial.report(int(row["epoch"]), row[search_trial.objective])
         saver = Checkpointer(model, optimizer, generator, cfg.training, state_path, kl_history)
         dynamic = cfg.data.binarize.value == "dynamic"
         frames = EpochFrames(model, test, tracker, cfg.tracking.image_every, cfg.training.epochs)
@@ -179,6 +202,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
                 model, optimizer, train, test, cfg.training, ContinuingSink(tracker, history, frames), dynamic,
                 generator, history, saver, lr_schedule(cfg.optimizer),
                 lambda epoch, posterior: kl_history.append(posterior.kl_per_dim.tolist()),
+                search_trial.stop_after if search_trial is not None else None,
             )  # fmt: skip
         except KeyboardInterrupt:
             saver.save_unsaved()
@@ -186,7 +210,11 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         # Past training, the optimizer's moments and the last gradients (3x the model's size) only take memory.
         optimizer.zero_grad(set_to_none=True)
         del optimizer, saver
+        if search_trial is not None:
+            end_trial(search_trial, cfg, tracker)
         final = write_outputs(model, data, history, JobOutputs(cfg, config, folder, tracker, kl_history))
+        if search_trial is not None:
+            search_trial.value = final[search_trial.objective]
     state_path.unlink(missing_ok=True)
     if store is not None:
         log.info(f"MLflow runs: {store.runs_link()}")

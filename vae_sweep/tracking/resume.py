@@ -22,7 +22,7 @@ def fingerprint(config: dict) -> str:
     return hashlib.sha256(json.dumps(result_keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -42,7 +42,7 @@ def is_dead(run: Run, timeout_s: float, now: float | None = None) -> bool:
     """A RUNNING run nobody is running: its process is gone (same host), or it has been silent too long."""
     pid = liveness_tag(run, names.TAG_PID) or ""
     if liveness_tag(run, names.TAG_HOST) == platform.node() and pid.isdigit():
-        return not _pid_alive(int(pid))
+        return not pid_alive(int(pid))
     last_sign = float(liveness_tag(run, names.TAG_HEARTBEAT) or run.info.start_time / 1000)
     return (now or time.time()) - last_sign > timeout_s
 
@@ -56,7 +56,8 @@ class Decision:
 def decide(client: MlflowClient, experiment_id: str, key: str, timeout_s: float) -> Decision:
     query = f"tags.{names.TAG_FINGERPRINT} = '{key}'"
     runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=100)
-    finished = [run for run in runs if run.info.status == "FINISHED"]
+    # A pruned trial's run FINISHED without training all its epochs: it stands for no finished config.
+    finished = [run for run in runs if run.info.status == "FINISHED" and names.TAG_PRUNED_EPOCH not in run.data.tags]
     if finished:
         return Decision("skip", finished[0])
     for run in runs:

@@ -1,0 +1,308 @@
+"""Search sweeps (hydra/sweeper=search): the space, the study's budget and dead trials, and real small studies."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from tests import postgres
+from tests.conftest import REPO, compose_job, experiment_runs, free_port, run_cli
+from vae_sweep import names
+from vae_sweep.errors import ConfigError
+from vae_sweep.search import study as studies
+from vae_sweep.search.space import dimension, read_space
+
+FAST = ["model.hidden=[16]", "eval.enabled=false", "tracking.image_every=0", "tracking.system_metrics_s=0"]
+SPACE = ["search.space.model.latent=int(interval(2, 6))", "search.space.optimizer.lr=tag(log, interval(1e-4, 3e-3))"]
+
+
+def parsed(text: str):
+    return OverridesParser.create().parse_override(text)
+
+
+# ---- the space ------------------------------------------------------------------------------------------------------
+
+
+def test_hydra_sweep_grammar_becomes_optuna_distributions():
+    latent = dimension(parsed("model.latent=tag(log, int(interval(2, 256)))"), "model.latent")
+    assert latent.distribution == IntDistribution(2, 256, log=True)
+    assert latent.override(17) == "model.latent=17"
+    lr = dimension(parsed("optimizer.lr=tag(log, interval(1e-4, 3e-3))"), "optimizer.lr")
+    assert lr.distribution == FloatDistribution(1e-4, 3e-3, log=True)
+    assert dimension(parsed("training.epochs=range(2, 10, 2)"), "training.epochs").distribution == IntDistribution(
+        2, 8, step=2
+    )
+    hidden = dimension(parsed("model.hidden=choice([400],[512,256])"), "model.hidden")
+    assert hidden.distribution == CategoricalDistribution(["[400]", "[512,256]"])
+    assert hidden.override("[512,256]") == "model.hidden=[512,256]"
+    activation = dimension(parsed("model.activation=relu,tanh"), "model.activation")
+    assert activation.distribution.choices == ("relu", "tanh") and activation.grid_values() == ["relu", "tanh"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optimizer.lr=interval(3e-3, 1e-4)", "empty or inverted"),
+        ("optimizer.lr=interval(1e-3, 1e-3)", "empty or inverted"),
+        ("optimizer.lr=tag(log, interval(0, 1e-3))", "log scale needs bounds > 0"),
+        ("model.latent=range(5, 2)", "range is empty"),
+        ("model.latent=8", "single value, not a dimension"),
+    ],
+)
+def test_a_dimension_that_is_no_space_is_refused_naming_its_key(text, message):
+    key = text.partition("=")[0]
+    with pytest.raises(ConfigError, match=message) as error:
+        dimension(parsed(text), key)
+    assert f"search.space.{key}=" in str(error.value)
+
+
+def test_the_space_comes_from_the_preset_and_the_command_line_which_wins():
+    config = OmegaConf.create(
+        {"model": {"latent": 2}, "optimizer": {"lr": 0.001}, "search": {"space": {"model": {"latent": "range(2,5)"}}}}
+    )
+    both = read_space(config, [parsed("search.space.optimizer.lr=interval(1e-4, 1e-2)")], OverridesParser.create())
+    assert {d.key: d.text for d in both} == {"model.latent": "range(2,5)", "optimizer.lr": "interval(1e-4, 1e-2)"}
+    won = read_space(config, [parsed("search.space.model.latent=choice(8,9)")], OverridesParser.create())
+    assert [d.text for d in won] == ["choice(8,9)"]
+    with pytest.raises(ConfigError, match="model.latnet is not a key of the config"):
+        read_space(config, [parsed("search.space.model.latnet=range(2,5)")], OverridesParser.create())
+    with pytest.raises(ConfigError, match="search.space is empty"):
+        read_space(OmegaConf.create({"search": {"space": {}}}), [], OverridesParser.create())
+
+
+def test_a_grid_sampler_needs_finite_dimensions():
+    with pytest.raises(ConfigError, match="search.sampler=grid needs finite dimensions"):
+        dimension(parsed("optimizer.lr=interval(1e-4, 1e-2)"), "optimizer.lr").grid_values()
+
+
+# ---- the study: budget and dead workers -----------------------------------------------------------------------------
+
+
+def plan(tmp_path: Path, budget: int = 3, **changes) -> studies.Plan:
+    settings = dict(
+        storage=f"sqlite:///{tmp_path}/optuna.db", name="s", direction="minimize", sampler="random", pruner="none",
+        seed=0, parallel=1, budget=budget, epochs=3, warmup_epochs=1, heartbeat_timeout_s=600.0,
+        lock_file=str(tmp_path / "study.lock"),
+    )  # fmt: skip
+    return studies.Plan(**{**settings, **changes})
+
+
+SPACE_X = {"x": FloatDistribution(0, 1)}
+
+
+def test_workers_never_start_more_trials_than_the_budget(tmp_path):
+    study = plan(tmp_path).study()
+    claimed = [studies.claim(study, plan(tmp_path), SPACE_X) for _ in range(5)]
+    assert [trial is not None for trial in claimed] == [True, True, True, False, False]
+    assert studies.spent(study.get_trials()) == 3
+
+
+def test_a_trial_whose_worker_died_is_queued_again_and_does_not_count_twice(tmp_path):
+    study = plan(tmp_path).study()
+    trial = studies.claim(study, plan(tmp_path), SPACE_X)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    trial.set_user_attr(studies.PID, int(dead.stdout))  # a process that has ended
+    assert studies.recover_dead(study, 600) == [trial.number]
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING] and studies.spent(study.get_trials()) == 1
+    again = studies.claim(study, plan(tmp_path), SPACE_X)
+    assert again.params == trial.params and again.number == 1
+    assert study.get_trials()[1].user_attrs[studies.RETRY_OF] == 0
+
+
+def test_a_trial_on_another_host_is_dead_once_silent_past_the_timeout():
+    trial = create_trial(
+        state=TrialState.RUNNING, user_attrs={studies.HOST: "elsewhere", studies.PID: 1, studies.HEARTBEAT: 1000.0}
+    )
+    assert not studies.is_dead(trial, timeout_s=600, now=1500.0)
+    assert studies.is_dead(trial, timeout_s=600, now=1700.0)
+
+
+def test_the_study_is_named_by_what_its_results_depend_on(workdir):
+    latent = [dimension(parsed("model.latent=range(2,5)"), "model.latent")]
+
+    def name(*overrides: str) -> str:
+        return studies.study_name(compose_job(workdir, *overrides), latent)
+
+    assert name() == name("search.trials=50", "search.parallel=2", "model.latent=7", "training.threads=1")
+    assert name().startswith("vae_sweep-latent-")
+    assert name() != name("training.epochs=3")
+    assert name() != name("search.objective=loss/elbo/test")
+    assert name("tracking.experiment=other").startswith("other-latent-")
+
+
+# ---- real small studies ---------------------------------------------------------------------------------------------
+
+
+def search(workdir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_cli("vae_sweep", "-m", "hydra/sweeper=search", *FAST, *overrides, cwd=workdir, timeout=timeout)
+
+
+def the_study(workdir: Path) -> optuna.Study:
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{workdir}/optuna.db")
+    return optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{workdir}/optuna.db")
+
+
+@pytest.mark.slow
+def test_a_pruned_search_runs_its_budget_inside_the_space_nested_under_its_parent(workdir):
+    result = search(workdir, *SPACE, "search.trials=6", "search.pruner=successive_halving", "training.epochs=4")
+    assert result.returncode == 0, result.stderr
+    study = the_study(workdir)
+    trials = study.get_trials()
+    assert len(trials) == 6 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    for trial in trials:
+        assert 2 <= trial.params["model.latent"] <= 6 and 1e-4 <= trial.params["optimizer.lr"] <= 3e-3
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, "successive halving with a reduction factor of 3 prunes some of 6 trials"
+
+    client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
+    (parent,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db", parents=True)[1]
+    assert len(runs) == 6 and all(run.info.status == "FINISHED" for run in runs)
+    assert {run.data.tags[names.TAG_PARENT_RUN] for run in runs} == {parent.info.run_id}
+    by_trial = {int(run.data.tags[names.TAG_TRIAL]): run for run in runs}
+    for trial in pruned:
+        run = by_trial[trial.number]
+        epoch = int(run.data.tags[names.TAG_PRUNED_EPOCH])
+        assert run.data.tags[names.TAG_TRIAL_STATE] == "PRUNED" and epoch < 4
+        assert [m.step for m in client.get_metric_history(run.info.run_id, names.TEST_LOSS)] == list(
+            range(1, epoch + 1)
+        )
+    best = study.best_trial
+    assert parent.data.tags[names.TAG_SWEEP_KIND] == names.SWEEP_SEARCH
+    assert parent.data.tags[names.TAG_BEST_TRIAL] == str(best.number)
+    assert parent.data.tags[names.TAG_BEST_RUN] == by_trial[best.number].info.run_id
+    assert parent.data.metrics[names.SWEEP_PRUNED] == len(pruned) and parent.data.metrics[names.SWEEP_JOBS] == 6
+    assert parent.data.metrics[names.SEARCH_BEST_VALUE] == pytest.approx(best.value)
+    assert parent.data.params[names.SEARCH_SPACE_PARAM + "model.latent"] == "int(interval(2, 6))"
+
+    again = search(workdir, *SPACE, "search.trials=6", "search.pruner=successive_halving", "training.epochs=4")
+    assert again.returncode == 0, again.stderr
+    assert len(the_study(workdir).get_trials()) == 6, "the same command continues the finished study"
+    assert len(experiment_runs(f"sqlite:///{workdir}/mlflow.db", parents=True)[1]) == 1
+
+
+@pytest.mark.slow
+def test_parallel_trials_do_not_wait_for_a_slow_one(workdir):
+    storage = f"sqlite:///{workdir}/optuna.db"
+    study = optuna.create_study(study_name="async", storage=storage)
+    # One slow trial first, then three quick ones: with two workers, the quick ones run one after another beside it.
+    for latent, epochs in ((2, 100), (3, 1), (4, 1), (5, 1)):
+        study.enqueue_trial({"model.latent": latent, "training.epochs": epochs})
+    result = search(
+        workdir, "search.study=async", "search.trials=4", "search.parallel=2", "model.hidden=[256]",
+        "search.space.model.latent=choice(2,3,4,5)", "search.space.training.epochs=choice(1,100)",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    slow, *quick = sorted(optuna.load_study(study_name="async", storage=storage).get_trials(), key=lambda t: t.number)
+    assert slow.params["training.epochs"] == 100 and slow.state == TrialState.COMPLETE
+    # Each quick trial started as the one before it ended, all while the slow one was still running: no batch barrier.
+    assert all(a.datetime_complete <= b.datetime_start for a, b in zip(quick, quick[1:]))
+    assert quick[-1].datetime_start < slow.datetime_complete
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_worker_then_the_same_command_resumes_its_trial(workdir):
+    command = [
+        sys.executable, "-m", "vae_sweep", "-m", "hydra/sweeper=search", *FAST, "search.trials=3", "search.parallel=2",
+        "search.sampler=grid", "search.space.model.latent=choice(2,3,4)", "training.epochs=60", "model.hidden=[256]",
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = wait_for_a_trial_in_training(workdir, process)
+    os.kill(victim.user_attrs[studies.PID], signal.SIGKILL)
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert "Traceback" not in errors, errors
+
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trials = the_study(workdir).get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["model.latent"] for t in finished) == [2, 3, 4], "each point once, none redone"
+    retries = [t for t in trials if studies.RETRY_OF in t.user_attrs]
+    assert victim.number in {t.user_attrs[studies.RETRY_OF] for t in retries}
+    client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert all(run.info.status == "FINISHED" for run in runs) and len(runs) == 3
+    resumed = [run for run in runs if run.data.tags.get(names.TAG_RESUMED) == "true"]
+    assert resumed, "the killed trial's run continued from its checkpoint"
+    steps = [m.step for m in client.get_metric_history(resumed[0].info.run_id, names.TEST_LOSS)]
+    assert sorted(set(steps)) == list(range(1, 61))
+
+
+def wait_for_a_trial_in_training(workdir: Path, process: subprocess.Popen, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if list(workdir.glob("multirun/*/*/worker-*")):  # the workers have started: the study exists
+            for trial in the_study(workdir).get_trials(states=(TrialState.RUNNING,)):
+                if len(trial.intermediate_values) >= 2:
+                    return trial
+        time.sleep(0.2)
+    process.kill()
+    output, errors = process.communicate()
+    pytest.fail(f"no trial reached its second epoch (exit {process.returncode}):\n{output}\n{errors}")
+
+
+# ---- bad input: one clear error before any trial starts -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["search.space.model.latnet=range(2,5)"], "search.space.model.latnet: model.latnet is not a key"),
+        (["search.space.optimizer.lr=interval(1e-2, 1e-4)"], "the interval is empty or inverted"),
+        (["search.space.optimizer.lr=tag(log, interval(0, 1e-2))"], "a log scale needs bounds > 0"),
+        ([*SPACE, "search.sampler=annealing"], "search.sampler"),
+        ([*SPACE, "search.pruner=patience"], "search.pruner"),
+        ([*SPACE, "search.objective=quality/fid"], "Invalid value for search.objective"),
+        ([*SPACE, "search.storage=postgresql+psycopg://nobody@127.0.0.1:9/none"], "cannot open the Optuna storage"),
+        (["search.space.model.latent=int(interval(0, 4))"], "Invalid value for model.latent: 0"),
+        (["model.latent=2,3"], "not from a grid"),
+    ],
+)
+def test_bad_search_input_is_one_error_before_any_trial(workdir, overrides, message):
+    result = search(workdir, *overrides)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error:"), result.stderr
+    if (workdir / "mlflow.db").exists():
+        assert experiment_runs(f"sqlite:///{workdir}/mlflow.db")[1] == []
+
+
+@pytest.mark.slow
+def test_a_search_on_postgresql_with_submitit_workers(workdir):
+    reason = postgres.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with postgres.postgres_server(free_port(), "optuna") as storage:
+        result = search(
+            workdir, *SPACE, "hydra/launcher=submitit_local", "search.trials=4", "search.parallel=2",
+            f"search.storage={storage}", "training.epochs=2",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        (summary,) = optuna.get_all_study_summaries(storage)
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+        assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    _, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert sorted(int(run.data.tags[names.TAG_TRIAL]) for run in runs) == [0, 1, 2, 3]
+
+
+def test_a_grid_sweep_has_a_parent_run_with_its_jobs_nested(workdir):
+    result = run_cli("vae_sweep", "-m", *FAST, "model.latent=2,3", "training.epochs=1", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    _, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
+    (parent,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db", parents=True)[1]
+    assert parent.data.tags[names.TAG_SWEEP_KIND] == names.SWEEP_GRID and parent.info.status == "FINISHED"
+    assert len(runs) == 2 and {run.data.tags[names.TAG_PARENT_RUN] for run in runs} == {parent.info.run_id}
+    assert parent.data.metrics[names.SWEEP_JOBS] == 2 and parent.data.metrics[names.SWEEP_FAILED] == 0
+    assert parent.data.tags[names.TAG_SWEEP_ID] == runs[0].data.tags[names.TAG_SWEEP_ID]

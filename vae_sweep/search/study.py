@@ -1,0 +1,311 @@
+"""A search's Optuna study: its storage, sampler and pruner, its name, its budget, and the trials whose worker died.
+
+Workers share nothing but the storage. Each asks for its next trial under a lock, so that N workers never start more
+trials than the budget; a trial whose worker is gone (kill -9, a lost node) is failed and its parameters enqueued
+again, so that the next worker to ask resumes it from its checkpoint (its job has the same fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import optuna
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from vae_sweep import names
+from vae_sweep.config import defines_result, flatten
+from vae_sweep.errors import ConfigError, UserError
+from vae_sweep.search.space import Dimension
+from vae_sweep.tracking.resume import pid_alive
+
+# User attributes of a trial (optuna-dashboard shows them): who runs it, and since when it has said nothing.
+HOST, PID, HEARTBEAT = "worker_host", "worker_pid", "heartbeat"
+RUN_ID = "mlflow_run_id"
+ERROR = "error"
+RETRY_OF = "retry_of"  # on a trial queued again after its worker died: the number of the trial it continues
+REQUEUED = "requeued"  # on the trial it continues
+SQLITE_WAIT_S = 60
+RESULT_GROUPS = (
+    "model",
+    "data",
+    "optimizer",
+    "training",
+    "eval",
+)  # the config groups a trial's result depends on  # workers write to one SQLite file: a write waits this long for another's to finish
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def storage_label(url: str) -> str:
+    """The URL without its password: what runs and logs may show."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    engine = {"connect_args": {"timeout": SQLITE_WAIT_S}} if url.startswith("sqlite") else {}
+    creating: AbstractContextManager = nullcontext()
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        # Two processes creating a new SQLite storage's tables at once break it, as they would MLflow's.
+        creating = FileLock(f"{database}.lock")
+    try:
+        with creating:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"search.storage={storage_label(url)}: cannot open the Optuna storage: {first}") from None
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler stops study.optimize() once every point has run, and raises outside it; with ask and
+    tell there is no such loop to stop: the budget, at most the grid's size, ends the workers."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+@dataclass
+class Plan:
+    """Everything a worker needs to open the study the sweeper set up; plain values, so that it travels to workers."""
+
+    storage: str
+    name: str
+    direction: str
+    sampler: str
+    pruner: str
+    seed: int
+    parallel: int
+    budget: int
+    epochs: int
+    warmup_epochs: int
+    heartbeat_timeout_s: float
+    lock_file: str
+    grid: dict | None = None  # key -> values, for the grid sampler
+
+    def sampler_for(self, worker: int, trials_before: int) -> optuna.samplers.BaseSampler:
+        # Workers with one seed would propose the same first points, and so would a resumed study; each worker gets
+        # its own seed, fixed by search.seed, its index and how many trials the study held when it started.
+        text = f"{self.seed}:{worker}:{trials_before}"
+        seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if self.sampler == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        if self.sampler == "grid":
+            # Its seed orders the grid, and a grid point is known by its place in that order: one seed for all.
+            return _GridSampler(self.grid, seed=self.seed)
+        # With trials in flight, TPE assumes the worst of them rather than proposing their points again.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=self.parallel > 1)
+
+    def pruner_made(self) -> optuna.pruners.BasePruner:
+        start = max(1, self.warmup_epochs)
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=start - 1)
+        if self.pruner == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=start, reduction_factor=3)
+        if self.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=start, max_resource=self.epochs, reduction_factor=3)
+        return optuna.pruners.NopPruner()
+
+    def study(self, worker: int = 0) -> optuna.Study:
+        storage = open_storage(self.storage)
+        try:
+            before = len(optuna.load_study(study_name=self.name, storage=storage).trials)
+        except KeyError:
+            before = 0
+        return optuna.create_study(
+            storage=storage,
+            study_name=self.name,
+            direction=self.direction,
+            sampler=self.sampler_for(worker, before),
+            pruner=self.pruner_made(),
+            load_if_exists=True,
+        )
+
+    def lock(self) -> AbstractContextManager:
+        return FileLock(self.lock_file)
+
+
+def study_name(config: DictConfig, dimensions: Sequence[Dimension]) -> str:
+    """The experiment, the searched keys, and a hash of everything the trials' results depend on but the space's
+    values: the same command, or the same preset, continues the same study; another objective or setting starts one."""
+    searched = {dimension.key for dimension in dimensions}
+    # Folders and tracking are left out before resolving: the sweep's own config has no job folder yet.
+    groups = {key: OmegaConf.to_container(config[key], resolve=True, enum_to_str=True) for key in RESULT_GROUPS}
+    fixed = {k: v for k, v in flatten(groups).items() if defines_result(k) and k not in searched}
+    settings = config.search
+    payload = [fixed, sorted((d.key, d.text) for d in dimensions), settings.objective, settings.direction.value]
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    keys = "-".join(sorted(key.rsplit(".", 1)[-1] for key in searched))
+    return f"{config.tracking.experiment}-{keys}-{digest}"
+
+
+def lock_file(storage: str, sweep_dir: Path, name: str) -> str:
+    """Beside a SQLite storage (every worker is on this machine); else in the sweep folder, which a cluster shares."""
+    if storage.startswith("sqlite:///"):
+        return f"{storage.removeprefix('sqlite:///')}.{name}.lock"
+    return str(sweep_dir / "search.lock")
+
+
+def make_plan(config: DictConfig, dimensions: Sequence[Dimension], sweep_dir: Path) -> Plan:
+    settings = config.search
+    name = settings.study or study_name(config, dimensions)
+    grid = None
+    budget = settings.trials
+    if settings.sampler.value == "grid":
+        grid = {dimension.key: dimension.grid_values() for dimension in dimensions}
+        budget = min(budget, _grid_size(grid))
+    if settings.pruner.value != "none" and config.training.epochs < 2:
+        raise ConfigError(
+            f"search.pruner={settings.pruner.value} stops trials between epochs; training.epochs="
+            f"{config.training.epochs} leaves none: allowed with training.epochs >= 2, or search.pruner=none."
+        )
+    return Plan(
+        storage=settings.storage,
+        name=name,
+        direction=settings.direction.value,
+        sampler=settings.sampler.value,
+        pruner=settings.pruner.value,
+        seed=settings.seed,
+        parallel=settings.parallel,
+        budget=budget,
+        epochs=config.training.epochs,
+        warmup_epochs=settings.warmup_epochs,
+        heartbeat_timeout_s=config.training.heartbeat_timeout_s,
+        lock_file=lock_file(settings.storage, sweep_dir, name),
+        grid=grid,
+    )
+
+
+def _grid_size(grid: dict) -> int:
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    return size
+
+
+# ---- the budget, and trials whose worker died -----------------------------------------------------------------------
+
+
+def retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that another trial continues (queued again after their worker died or was stopped)."""
+    return {t.number for t in trials if t.user_attrs.get(REQUEUED)}
+
+
+def spent(trials: Sequence[FrozenTrial]) -> int:
+    """Trials that count against the budget: all but those continued by another (waiting ones count: they will run)."""
+    again = retried(trials)
+    return sum(1 for t in trials if t.number not in again)
+
+
+def is_dead(trial: FrozenTrial, timeout_s: float, now: float | None = None) -> bool:
+    """A RUNNING trial nobody runs: its worker's process is gone (same host), or it has said nothing for too long."""
+    attrs = trial.user_attrs
+    if attrs.get(HOST) == platform.node() and str(attrs.get(PID, "")).isdigit():
+        return not pid_alive(int(attrs[PID]))
+    started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+    return (now or time.time()) - float(attrs.get(HEARTBEAT, started)) > timeout_s
+
+
+def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Fail a trial that did not end by itself and queue it again: its job resumes from its checkpoint.
+
+    The copy keeps the trial's sampler bookkeeping (a grid sampler's grid point) along with its parameters, as
+    Optuna's own retry callback does, so that a grid search does not count the point as visited.
+    """
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, REQUEUED, True)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # another worker got there first
+    again = optuna.trial.create_trial(
+        state=TrialState.WAITING,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs={RETRY_OF: trial.number},
+        system_attrs=dict(trial.system_attrs),
+    )
+    study.add_trial(again)
+
+
+def recover_dead(study: optuna.Study, timeout_s: float) -> list[int]:
+    """Retry every RUNNING trial whose worker is gone; their numbers."""
+    dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if is_dead(t, timeout_s)]
+    for trial in dead:
+        retry(study, trial)
+    return [trial.number for trial in dead]
+
+
+def claim(study: optuna.Study, plan: Plan, distributions: dict) -> optuna.Trial | None:
+    """The next trial for this worker, or None once the budget is spent. Under the plan's lock: N workers never
+    start more than the budget, and a queued trial (a dead worker's) always runs."""
+    with plan.lock():
+        recover_dead(study, plan.heartbeat_timeout_s)
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and spent(trials) >= plan.budget:
+            return None
+        trial = study.ask(distributions)
+        trial.set_user_attr(HOST, platform.node())
+        trial.set_user_attr(PID, os.getpid())
+        trial.set_user_attr(HEARTBEAT, time.time())
+        return trial
+
+
+# ---- how the study stands ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Standing:
+    complete: int
+    pruned: int
+    failed: int  # failed trials that nothing continues
+    best: FrozenTrial | None
+
+    @property
+    def ended(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+def standing(study: optuna.Study) -> Standing:
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    count = {state: sum(1 for t in trials if t.state == state and t.number not in again) for state in TrialState}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = None
+    if complete:
+        best = study.best_trial
+    return Standing(count[TrialState.COMPLETE], count[TrialState.PRUNED], count[TrialState.FAIL], best)
+
+
+def parent_figures(study: optuna.Study, dimensions: Sequence[Dimension]) -> tuple[dict[str, float], dict[str, str]]:
+    """The parent run's metrics and tags for how the study stands."""
+    now = standing(study)
+    metrics = {names.SWEEP_JOBS: now.ended, names.SWEEP_FAILED: now.failed, names.SWEEP_PRUNED: now.pruned}
+    tags: dict[str, str] = {}
+    if now.best is not None:
+        metrics[names.SEARCH_BEST_VALUE] = now.best.value
+        tags[names.TAG_BEST_TRIAL] = str(now.best.number)
+        tags[names.TAG_BEST_RUN] = str(now.best.user_attrs.get(RUN_ID, ""))
+        for dimension in dimensions:
+            if dimension.key in now.best.params:
+                value = dimension.override(now.best.params[dimension.key]).partition("=")[2]
+                tags[names.TAG_BEST_PARAM + dimension.key] = value
+    return metrics, tags
