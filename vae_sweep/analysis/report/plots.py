@@ -21,13 +21,37 @@ SPLIT_STYLES = dict(zip(names.SPLITS, ("--", "-"), strict=True))
 # The per-epoch metrics the learning curves draw, which the caller fetches for them.
 HISTORY_KEYS = tuple(names.epoch_key(split, term) for term in TERM_TITLES for split in names.SPLITS)
 LEGEND_LIMIT = 20
+# More distinct x values than this, each of one run, are a search's samples rather than a grid's steps; as many ticks
+# would also overlap.
+GRID_LIMIT = 12
+
+
+def draws_lines(points: pd.DataFrame, x: str, others: list[str]) -> bool:
+    """Whether a figure over x joins its points with lines, one per setting of the other swept params.
+
+    A line needs a setting with two x values or more, which a grid gives; a search samples every trial's values
+    anew, so that either no setting recurs (several dimensions) or x takes many values of one run each (x alone),
+    which a line would join into a zigzag of noise. Those figures are scatters.
+    """
+    sampled = points[x].nunique() > GRID_LIMIT and (points["seeds"] == 1).all()
+    return not sampled and any(group[x].nunique() > 1 for _, group in groups(points, others))
+
+
+def lines_of(points: pd.DataFrame, x: str, others: list[str]) -> list[tuple[str, pd.DataFrame, str]]:
+    """What to draw over x: (legend label, points, line style), a line per setting or one unjoined scatter."""
+    if not draws_lines(points, x, others):
+        return [("", points.sort_values(x), "none")]
+    return [(label, group.sort_values(x), "-") for label, group in groups(points, others)]
 
 
 def _label_log_x(ax, values: pd.Series) -> None:
-    """Log x with a plain tick at each value swept, where matplotlib would label 2x10^0, 3x10^0, ..."""
+    """Log x with plain numbers: a tick at each value of a grid, where matplotlib would label 2x10^0, 3x10^0, ..."""
     ax.set_xscale("log")
     ticks = sorted(values.dropna().unique())
-    ax.set_xticks(ticks, [str(tick) for tick in ticks])
+    if len(ticks) <= GRID_LIMIT:
+        ax.set_xticks(ticks, [str(tick) for tick in ticks])
+    else:
+        ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
@@ -37,35 +61,39 @@ def _title(column: str) -> str:
 
 def plot_quality_vs_x(points: pd.DataFrame, x: str, others: list[str], path: Path) -> Path:
     """One panel per loss term (and the IWAE bounds when present) against x, a line per setting of the other swept
-    params, error bars one std over seeds."""
+    params (or a scatter, see draws_lines), error bars one std over seeds."""
     panels = [column for column in CURVES if has_values(points, column)]
+    drawn = lines_of(points, x, others)
     with saved_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4.5), squeeze=False) as (fig, axes):
         for ax, column in zip(axes[0], panels, strict=True):
-            for label, group in groups(points, others):
-                group = group.sort_values(x)
+            for label, group, style in drawn:
                 errors = group[f"{column} std"].fillna(0.0)
-                ax.errorbar(group[x], group[column], yerr=errors, marker="o", capsize=3, label=label or None)
+                ax.errorbar(
+                    group[x], group[column], yerr=errors, marker="o", capsize=3, linestyle=style, label=label or None
+                )
             if x == LATENT:
                 _label_log_x(ax, points[x])
             ax.set_title(_title(column))
             ax.set_xlabel(x)
             ax.set_ylabel("nats per test image")
-            if others:
+            if any(label for label, _, _ in drawn):
                 ax.legend(fontsize="small")
         fig.suptitle(f"Test-set quality against {x} (mean ± std over seeds)")
     return path
 
 
 def plot_active_units(points: pd.DataFrame, keys: list[str], path: Path) -> Path:
-    """Active units against latent size, a line per setting of the other swept params, beside y = x (all used)."""
+    """Active units against latent size, a line per setting of the other swept params (or a scatter, see
+    draws_lines), beside y = x (all used)."""
     others = [key for key in keys if key != LATENT]
     sizes = np.sort(points[LATENT].unique().astype(float))
     units = names.Q_ACTIVE_UNITS
     with saved_figure(path, figsize=(7, 5)) as (fig, ax):
-        for label, group in groups(points.dropna(subset=[units]), others):
-            group = group.sort_values(LATENT)
+        for label, group, style in lines_of(points.dropna(subset=[units]), LATENT, others):
             errors = group[f"{units} std"].fillna(0.0)
-            ax.errorbar(group[LATENT], group[units], yerr=errors, marker="o", capsize=3, label=label or None)
+            ax.errorbar(
+                group[LATENT], group[units], yerr=errors, marker="o", capsize=3, linestyle=style, label=label or None
+            )
         diagonal = np.geomspace(sizes[0], sizes[-1], 100) if len(sizes) > 1 else sizes
         ax.plot(diagonal, diagonal, "k:", label="y = x (every dimension used)")
         _label_log_x(ax, points[LATENT])
@@ -119,3 +147,4 @@ def plot_rate_distortion(runs: pd.DataFrame, x: str, path: Path) -> Path:
         if runs[x].nunique() <= LEGEND_LIMIT:
             ax.legend(fontsize="small")
     return path
+
