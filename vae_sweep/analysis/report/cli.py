@@ -19,7 +19,7 @@ from mlflow.entities import Experiment
 from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
-from vae_sweep.analysis.report import document, papers, plots, questions, render
+from vae_sweep.analysis.report import document, papers, plots, questions, render, study
 from vae_sweep.analysis.report.findings import findings, setting
 from vae_sweep.analysis.report.select import Selection, choose_selection, open_experiment, search
 from vae_sweep.analysis.report.table import (
@@ -30,6 +30,7 @@ from vae_sweep.analysis.report.table import (
     finished,
     has_values,
     param_columns,
+    pruned,
     representatives,
     runs_table,
     swept_params,
@@ -70,6 +71,26 @@ def draw_figures(
     return {path.name: path.relative_to(folder) for path in drawn}
 
 
+def search_section(search: study.Search, runs: pd.DataFrame, folder: Path) -> document.Section:
+    """A search's section, its figures drawn in folder/search/<parent run id>/."""
+    trials = study.trials(search, runs)
+    done = study.complete(trials)
+    where = folder / names.REPORT_SEARCH / search.parent
+    lower = search.lower_is_better
+    drawn = [plots.plot_search_history(done, pruned(trials), search.objective, lower, where / names.FIG_SEARCH_HISTORY)]
+    if not done.empty:
+        keys = [key for key in search.space if key in done]
+        logs = {key for key in keys if search.is_log(key)}
+        path = where / names.FIG_SEARCH_PARALLEL
+        drawn.append(plots.plot_parallel_coordinates(done, keys, logs, search.objective, lower, path))
+    try:
+        weights: dict[str, float] | str = study.importances(search)
+    except study.Unavailable as reason:
+        weights = str(reason)
+    figures = {path.name: path.relative_to(folder) for path in drawn}
+    return document.search_section(search, trials, study.best_trial(search, trials), weights, figures)
+
+
 def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, uri: str, folder: Path) -> list[str]:
     """report.html, report.md, runs.csv and the figures in folder; returns the findings."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,9 +98,10 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
     done = finished(runs)
     swept = swept_params(done)
     sections = [document.overview(runs, uri, x, swept)]
+    searched = [search_section(search, runs, folder) for search in study.searches(client, runs)]
     if done.empty:
         lines = ["No selected run finished, so there is nothing to compare."]
-        sections.append(document.findings_section(lines))
+        sections += [document.findings_section(lines), *searched]
     else:
         others = [param for param in swept if param != x]
         keys = [x, *others]
@@ -96,6 +118,7 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
         comparisons = papers.comparison_rows(done)
         sections += [
             document.findings_section(lines),
+            *searched,
             *([document.papers_section(comparisons)] if comparisons else []),
             document.questions_section(
                 questions.kl_rise_lines(histories, labels), questions.latent_lines(points, x, others)

@@ -148,3 +148,68 @@ def plot_rate_distortion(runs: pd.DataFrame, x: str, path: Path) -> Path:
             ax.legend(fontsize="small")
     return path
 
+
+def plot_search_history(
+    done: pd.DataFrame, stopped: pd.DataFrame, objective: str, lower_is_better: bool, path: Path
+) -> Path:
+    """The objective of each complete trial (`done`) and pruned one (`stopped`) in trial order, with the best so far;
+    failed trials have no value and are not drawn. Pruned trials are crosses: their value is from the epoch they
+    stopped at, so they do not count for the best."""
+    best = done["objective"].cummin() if lower_is_better else done["objective"].cummax()
+    with saved_figure(path, figsize=(8, 5)) as (fig, ax):
+        ax.scatter(done["trial"], done["objective"], marker="o", label="complete")
+        ax.scatter(stopped["trial"], stopped["objective"], marker="x", color="grey", label="pruned (at its last epoch)")
+        ax.step(done["trial"], best, where="post", color="black", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(objective)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"Optimisation history ({'lower' if lower_is_better else 'higher'} is better)")
+        ax.legend(fontsize="small")
+    return path
+
+
+def _axis_positions(values: pd.Series, log: bool) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """Values placed on a parallel axis from 0 to 1, and (position, label) ticks; words get evenly spaced places."""
+    if not pd.api.types.is_numeric_dtype(values):
+        kinds = sorted(values.astype(str).unique())
+        spread = np.linspace(0, 1, len(kinds)) if len(kinds) > 1 else np.array([0.5])
+        place = dict(zip(kinds, spread, strict=True))
+        return values.astype(str).map(place).to_numpy(float), [(place[kind], kind) for kind in kinds]
+    numbers = values.to_numpy(float)
+    scaled = np.log10(numbers) if log else numbers
+    low, high = scaled.min(), scaled.max()
+    width = high - low if high > low else 1.0
+    ticks = np.linspace(low, high, 5) if high > low else np.array([low])
+    labels = [(float((tick - low) / width), f"{10**tick if log else tick:.3g}") for tick in ticks]
+    return (scaled - low) / width, labels
+
+
+def plot_parallel_coordinates(
+    done: pd.DataFrame, keys: list[str], log_keys: set[str], objective: str, lower_is_better: bool, path: Path
+) -> Path:
+    """The complete trials as lines over one vertical axis per searched key and one for the objective, coloured by
+    the objective (best darkest); keys in `log_keys` are on log axes, as they were sampled."""
+    axes_of = [*keys, "objective"]
+    titles = [*short_names(keys).values(), objective]
+    placed = [_axis_positions(done[key], key in log_keys) for key in axes_of]
+    values = done["objective"].to_numpy(float)
+    colours = plt.get_cmap("viridis" if lower_is_better else "viridis_r")
+    norm = plt.Normalize(values.min(), values.max())
+    with saved_figure(path, figsize=(2.5 * len(axes_of) + 2, 5)) as (fig, ax):
+        where = np.arange(len(axes_of))
+        for row, value in enumerate(values):
+            ax.plot(where, [positions[row] for positions, _ in placed], color=colours(norm(value)), alpha=0.8)
+        for index, (_, ticks) in enumerate(placed):
+            ax.axvline(index, color="black", linewidth=1)
+            for position, label in ticks:
+                ax.annotate(
+                    label, (index, position), xytext=(4, 0), textcoords="offset points", fontsize=7, va="center"
+                )
+        ax.set_xticks(where, titles)
+        ax.set_yticks([])
+        ax.set_xlim(-0.2, len(axes_of) - 0.6)
+        for side in ("left", "right", "top"):
+            ax.spines[side].set_visible(False)
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colours), ax=ax, label=objective)
+        ax.set_title(f"Complete trials over the searched keys and {objective}")
+    return path
