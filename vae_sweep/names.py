@@ -228,6 +228,8 @@ FIG_RATE_DISTORTION = "rate_distortion.png"
 REPORT_SEARCH = "search"
 FIG_SEARCH_HISTORY = "optimisation_history.png"
 FIG_SEARCH_PARALLEL = "parallel_coordinates.png"
+# Where a report of one sweep also goes: under this artifact path of the sweep's parent run.
+ARTIFACT_REPORT = "report"
 
 
 def reports_experiment(experiment: str) -> str:

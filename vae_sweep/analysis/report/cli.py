@@ -3,7 +3,8 @@
 python -m vae_sweep.report [--sweep DIR | --all] [--filter EXPR] [--x model.latent] [--out DIR] [--no-log]
 
 Without --sweep, --filter or --all it covers the latest sweep of the experiment, so the bare command works right after
-one; --filter narrows --sweep, or on its own selects from the whole experiment.
+one; --filter narrows --sweep, or on its own selects from the whole experiment. The report is logged as a run of
+'<experiment>-reports' and, when it covers one whole sweep, under report/ of the sweep's parent run too.
 """
 
 from __future__ import annotations
@@ -152,6 +153,12 @@ def log_report(
     return tracker.run_id
 
 
+def sweep_parent(runs: pd.DataFrame) -> str | None:
+    """The parent run that every one of the runs is a job of, if there is one."""
+    parents = runs["parent"].unique()
+    return parents[0] if len(parents) == 1 and pd.notna(parents[0]) else None
+
+
 def default_folder(experiment: str) -> Path:
     return Path("reports") / f"{experiment}-{datetime.now():%Y-%m-%d_%H-%M-%S}"
 
@@ -181,6 +188,11 @@ def report(args: argparse.Namespace) -> Path:
     if not args.no_log:
         run_id = log_report(client, experiment, selection, args.x, len(runs), folder)
         print(f"logged as run {run_id} in experiment {names.reports_experiment(args.experiment)}")
+        # Only a report of a whole sweep stands for it on its parent run: a filtered one would show a part as the whole.
+        parent = sweep_parent(runs) if selection.sweep and not chosen_filter else None
+        if parent is not None:
+            client.log_artifacts(parent, str(folder), names.ARTIFACT_REPORT)
+            print(f"and under {names.ARTIFACT_REPORT}/ of the sweep's parent run {parent}")
     return folder
 
 
@@ -202,7 +214,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print ours-vs-paper for runs of paper presets (alone: every such run of the experiment)",
     )
-    parser.add_argument("--no-log", action="store_true", help="do not log the report as a run in <experiment>-reports")
+    parser.add_argument(
+        "--no-log",
+        action="store_true",
+        help="do not log the report as a run in <experiment>-reports, nor to the sweep's parent run",
+    )
     return parser.parse_args(argv)
 
 
