@@ -224,6 +224,12 @@ FIG_QUALITY_VS_X = "quality_vs_x.png"
 FIG_ACTIVE_UNITS = "active_units.png"
 FIG_LEARNING_CURVES = "learning_curves.png"
 FIG_RATE_DISTORTION = "rate_distortion.png"
+# A search's figures, in a folder per search: REPORT_SEARCH/<parent run id>/.
+REPORT_SEARCH = "search"
+FIG_SEARCH_HISTORY = "optimisation_history.png"
+FIG_SEARCH_PARALLEL = "parallel_coordinates.png"
+# Where a report of one sweep also goes: under this artifact path of the sweep's parent run.
+ARTIFACT_REPORT = "report"
 
 
 def reports_experiment(experiment: str) -> str:

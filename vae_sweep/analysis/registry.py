@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
 from vae_sweep.analysis.report.select import Selection, choose_selection, open_experiment, search
-from vae_sweep.analysis.report.table import QUALITIES
+from vae_sweep.analysis.report.table import PRUNED, QUALITIES
 from vae_sweep.errors import UserError
 from vae_sweep.tracking.store import default_tracking_uri
 
@@ -40,11 +40,14 @@ class Choice:
 
 
 def choose_best(raw: pd.DataFrame, metric: str, selection: Selection) -> Choice:
-    """The finished run with the best value of `metric` among the selected runs, and why it was chosen."""
+    """The finished run with the best value of `metric` among the selected runs, and why it was chosen; a trial that
+    its search pruned is no candidate, since it stopped before the epochs the others trained."""
     if metric not in LOWER_IS_BETTER:
         raise UserError(f"--metric {metric} has no better direction; choose one of: {', '.join(LOWER_IS_BETTER)}.")
     column = f"metrics.{metric}"
-    finished = raw[raw["status"] == "FINISHED"]
+    state = f"tags.{names.TAG_TRIAL_STATE}"
+    stopped = raw[state].isin([PRUNED]) if state in raw else pd.Series(False, index=raw.index)
+    finished = raw[(raw["status"] == "FINISHED") & ~stopped]
     scored = finished[finished[column].notna()] if column in finished else finished.iloc[:0]
     if scored.empty:
         raise UserError(

@@ -34,14 +34,9 @@ RUN_ID = "mlflow_run_id"
 ERROR = "error"
 RETRY_OF = "retry_of"  # on a trial queued again after its worker died: the number of the trial it continues
 REQUEUED = "requeued"  # on the trial it continues
-SQLITE_WAIT_S = 60
-RESULT_GROUPS = (
-    "model",
-    "data",
-    "optimizer",
-    "training",
-    "eval",
-)  # the config groups a trial's result depends on  # workers write to one SQLite file: a write waits this long for another's to finish
+SQLITE_WAIT_S = 60  # workers write to one SQLite file: a write waits this long for another's to finish
+# The config groups a trial's result depends on (folders and tracking are not among them).
+RESULT_GROUPS = ("model", "data", "optimizer", "training", "eval")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -3,7 +3,8 @@
 python -m vae_sweep.report [--sweep DIR | --all] [--filter EXPR] [--x model.latent] [--out DIR] [--no-log]
 
 Without --sweep, --filter or --all it covers the latest sweep of the experiment, so the bare command works right after
-one; --filter narrows --sweep, or on its own selects from the whole experiment.
+one; --filter narrows --sweep, or on its own selects from the whole experiment. The report is logged as a run of
+'<experiment>-reports' and, when it covers one whole sweep, under report/ of the sweep's parent run too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mlflow.entities import Experiment
 from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
-from vae_sweep.analysis.report import document, papers, plots, questions, render
+from vae_sweep.analysis.report import document, papers, plots, questions, render, study
 from vae_sweep.analysis.report.findings import findings, setting
 from vae_sweep.analysis.report.select import Selection, choose_selection, open_experiment, search
 from vae_sweep.analysis.report.table import (
@@ -30,6 +31,7 @@ from vae_sweep.analysis.report.table import (
     finished,
     has_values,
     param_columns,
+    pruned,
     representatives,
     runs_table,
     swept_params,
@@ -70,6 +72,26 @@ def draw_figures(
     return {path.name: path.relative_to(folder) for path in drawn}
 
 
+def search_section(search: study.Search, runs: pd.DataFrame, folder: Path) -> document.Section:
+    """A search's section, its figures drawn in folder/search/<parent run id>/."""
+    trials = study.trials(search, runs)
+    done = study.complete(trials)
+    where = folder / names.REPORT_SEARCH / search.parent
+    lower = search.lower_is_better
+    drawn = [plots.plot_search_history(done, pruned(trials), search.objective, lower, where / names.FIG_SEARCH_HISTORY)]
+    if not done.empty:
+        keys = [key for key in search.space if key in done]
+        logs = {key for key in keys if search.is_log(key)}
+        path = where / names.FIG_SEARCH_PARALLEL
+        drawn.append(plots.plot_parallel_coordinates(done, keys, logs, search.objective, lower, path))
+    try:
+        weights: dict[str, float] | str = study.importances(search)
+    except study.Unavailable as reason:
+        weights = str(reason)
+    figures = {path.name: path.relative_to(folder) for path in drawn}
+    return document.search_section(search, trials, study.best_trial(search, trials), weights, figures)
+
+
 def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, uri: str, folder: Path) -> list[str]:
     """report.html, report.md, runs.csv and the figures in folder; returns the findings."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,9 +99,10 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
     done = finished(runs)
     swept = swept_params(done)
     sections = [document.overview(runs, uri, x, swept)]
+    searched = [search_section(search, runs, folder) for search in study.searches(client, runs)]
     if done.empty:
         lines = ["No selected run finished, so there is nothing to compare."]
-        sections.append(document.findings_section(lines))
+        sections += [document.findings_section(lines), *searched]
     else:
         others = [param for param in swept if param != x]
         keys = [x, *others]
@@ -96,6 +119,7 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
         comparisons = papers.comparison_rows(done)
         sections += [
             document.findings_section(lines),
+            *searched,
             *([document.papers_section(comparisons)] if comparisons else []),
             document.questions_section(
                 questions.kl_rise_lines(histories, labels), questions.latent_lines(points, x, others)
@@ -129,6 +153,12 @@ def log_report(
     return tracker.run_id
 
 
+def sweep_parent(runs: pd.DataFrame) -> str | None:
+    """The parent run that every one of the runs is a job of, if there is one."""
+    parents = runs["parent"].unique()
+    return parents[0] if len(parents) == 1 and pd.notna(parents[0]) else None
+
+
 def default_folder(experiment: str) -> Path:
     return Path("reports") / f"{experiment}-{datetime.now():%Y-%m-%d_%H-%M-%S}"
 
@@ -158,6 +188,11 @@ def report(args: argparse.Namespace) -> Path:
     if not args.no_log:
         run_id = log_report(client, experiment, selection, args.x, len(runs), folder)
         print(f"logged as run {run_id} in experiment {names.reports_experiment(args.experiment)}")
+        # Only a report of a whole sweep stands for it on its parent run: a filtered one would show a part as the whole.
+        parent = sweep_parent(runs) if selection.sweep and not chosen_filter else None
+        if parent is not None:
+            client.log_artifacts(parent, str(folder), names.ARTIFACT_REPORT)
+            print(f"and under {names.ARTIFACT_REPORT}/ of the sweep's parent run {parent}")
     return folder
 
 
@@ -179,7 +214,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print ours-vs-paper for runs of paper presets (alone: every such run of the experiment)",
     )
-    parser.add_argument("--no-log", action="store_true", help="do not log the report as a run in <experiment>-reports")
+    parser.add_argument(
+        "--no-log",
+        action="store_true",
+        help="do not log the report as a run in <experiment>-reports, nor to the sweep's parent run",
+    )
     return parser.parse_args(argv)
 
 

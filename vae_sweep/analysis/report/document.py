@@ -14,6 +14,7 @@ import pandas as pd
 from vae_sweep import names
 from vae_sweep.analysis.report import papers
 from vae_sweep.analysis.report.findings import MISSING, number, setting, short_names
+from vae_sweep.analysis.report.study import Search
 from vae_sweep.analysis.report.table import (
     EPOCHS,
     QUALITIES,
@@ -22,6 +23,7 @@ from vae_sweep.analysis.report.table import (
     finished,
     gallery_columns,
     has_values,
+    pruned,
     time_source,
     unfinished,
 )
@@ -39,6 +41,13 @@ class Bullets:
 
 
 @dataclass
+class Code:
+    """A command to copy as it is."""
+
+    text: str
+
+
+@dataclass
 class Table:
     header: list[str]
     rows: list[list[str | Image]]
@@ -48,15 +57,16 @@ class Table:
 @dataclass
 class Section:
     title: str
-    blocks: list[str | Bullets | Table | Image]
+    blocks: list[str | Bullets | Table | Image | Code]
 
 
 def overview(runs: pd.DataFrame, uri: str, x: str, swept: list[str]) -> Section:
-    done = len(finished(runs))
+    done, stopped = len(finished(runs)), len(pruned(runs))
+    counts = f"{done} finished, " + (f"{stopped} pruned by the search, " if stopped else "")
     return Section(
         "Selection",
         [
-            f"{len(runs)} runs: {done} finished, {len(runs) - done} not. Store {uri}; report made "
+            f"{len(runs)} runs: {counts}{len(runs) - done - stopped} not. Store {uri}; report made "
             f"{datetime.now():%Y-%m-%d %H:%M}. Swept: {', '.join(swept) or 'nothing'}; x axis: {x}.",
         ],
     )
@@ -175,6 +185,78 @@ def gallery_section(
             Table(header, rows, "gallery"),
         ],
     )
+
+
+def _value(value: Any) -> str:
+    """A searched value as short as it reads: a sampled learning rate has every digit of a float."""
+    return format(value, ".4g") if isinstance(value, float) else str(value)
+
+
+def search_section(
+    search: Search,
+    trials: pd.DataFrame,
+    best: pd.Series | None,
+    importances: dict[str, float] | str,
+    figures: dict[str, Path],
+) -> Section:
+    """A search's trials: its best and how to rerun it, the course of the objective, which keys mattered (or why
+    that is unknown: `importances` is then the reason) and the trials it pruned. `trials` as study.trials gives
+    them; `figures` by file name, paths relative to the report folder."""
+    keys = list(search.space)
+    short = short_names(keys)
+    states = trials["trial_state"].fillna(trials["status"])
+    counts = ", ".join(f"{count} {state.lower()}" for state, count in states.value_counts().sort_index().items())
+    space = "; ".join(f"{key} = {dimension}" for key, dimension in search.space.items())
+    better = "lower" if search.lower_is_better else "higher"
+    blocks: list[str | Bullets | Table | Image | Code] = [
+        f"Optuna study {search.study!r}, parent run {search.parent}: {len(trials)} trials here ({counts}). It "
+        f"{search.direction}s {search.objective}, each trial's last logged value; searched: {space or 'nothing'}."
+    ]
+    if best is None:
+        blocks.append(f"No trial completed with a value of {search.objective}, so there is no best one yet.")
+    else:
+        where = ", ".join(f"{short[key]}={_value(best[key])}" for key in keys)
+        blocks += [
+            f"Best trial: #{best['trial']} with {search.objective} {best['objective']:.2f} ({better} is better) at "
+            f"{where}, run {best['run_id']}. To train it again and compare:",
+            Code(f"python -m vae_sweep.reproduce {best['run_id']}"),
+        ]
+    captions = {
+        names.FIG_SEARCH_HISTORY: f"{search.objective} per trial in trial order, the best so far as a line; pruned "
+        "trials are crosses at the value they had reached, failed ones are left out.",
+        names.FIG_SEARCH_PARALLEL: f"The complete trials over the searched keys and {search.objective}, coloured by "
+        "it (best darkest); keys sampled on a log scale have log axes.",
+    }
+    blocks += [Image(path, captions[name]) for name, path in figures.items()]
+    if isinstance(importances, str):
+        blocks.append(importances)
+    else:
+        blocks += [
+            "Optuna's parameter importances over the study's complete trials (they sum to 1; few trials make them "
+            "rough):",
+            Table(
+                ["config key", "dimension", "importance"],
+                [[key, search.space.get(key, MISSING), f"{value:.2f}"] for key, value in importances.items()],
+                "importances",
+            ),
+        ]
+    stopped = pruned(trials)
+    if stopped.empty:
+        blocks.append("The search pruned no trial.")
+    else:
+        rows = [
+            [str(trial["trial"]), *(_value(trial[key]) for key in keys), str(trial["pruned_epoch"]),
+             number(trial["objective"]), trial["run_id"]]
+            for _, trial in stopped.iterrows()
+        ]  # fmt: skip
+        blocks += [
+            f"Trials the search stopped early: their {search.objective} is of fewer epochs than the others', so "
+            "they are left out of every comparison above and below.",
+            Table(
+                ["trial", *short.values(), "epoch pruned", f"{search.objective} at pruning", "run id"], rows, "pruned"
+            ),
+        ]
+    return Section(f"Search: study {search.study}", blocks)
 
 
 def _first_line(error: Any) -> str:

@@ -21,13 +21,37 @@ SPLIT_STYLES = dict(zip(names.SPLITS, ("--", "-"), strict=True))
 # The per-epoch metrics the learning curves draw, which the caller fetches for them.
 HISTORY_KEYS = tuple(names.epoch_key(split, term) for term in TERM_TITLES for split in names.SPLITS)
 LEGEND_LIMIT = 20
+# More distinct x values than this, each of one run, are a search's samples rather than a grid's steps; as many ticks
+# would also overlap.
+GRID_LIMIT = 12
+
+
+def draws_lines(points: pd.DataFrame, x: str, others: list[str]) -> bool:
+    """Whether a figure over x joins its points with lines, one per setting of the other swept params.
+
+    A line needs a setting with two x values or more, which a grid gives; a search samples every trial's values
+    anew, so that either no setting recurs (several dimensions) or x takes many values of one run each (x alone),
+    which a line would join into a zigzag of noise. Those figures are scatters.
+    """
+    sampled = points[x].nunique() > GRID_LIMIT and (points["seeds"] == 1).all()
+    return not sampled and any(group[x].nunique() > 1 for _, group in groups(points, others))
+
+
+def lines_of(points: pd.DataFrame, x: str, others: list[str]) -> list[tuple[str, pd.DataFrame, str]]:
+    """What to draw over x: (legend label, points, line style), a line per setting or one unjoined scatter."""
+    if not draws_lines(points, x, others):
+        return [("", points.sort_values(x), "none")]
+    return [(label, group.sort_values(x), "-") for label, group in groups(points, others)]
 
 
 def _label_log_x(ax, values: pd.Series) -> None:
-    """Log x with a plain tick at each value swept, where matplotlib would label 2x10^0, 3x10^0, ..."""
+    """Log x with plain numbers: a tick at each value of a grid, where matplotlib would label 2x10^0, 3x10^0, ..."""
     ax.set_xscale("log")
     ticks = sorted(values.dropna().unique())
-    ax.set_xticks(ticks, [str(tick) for tick in ticks])
+    if len(ticks) <= GRID_LIMIT:
+        ax.set_xticks(ticks, [str(tick) for tick in ticks])
+    else:
+        ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
@@ -37,35 +61,39 @@ def _title(column: str) -> str:
 
 def plot_quality_vs_x(points: pd.DataFrame, x: str, others: list[str], path: Path) -> Path:
     """One panel per loss term (and the IWAE bounds when present) against x, a line per setting of the other swept
-    params, error bars one std over seeds."""
+    params (or a scatter, see draws_lines), error bars one std over seeds."""
     panels = [column for column in CURVES if has_values(points, column)]
+    drawn = lines_of(points, x, others)
     with saved_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4.5), squeeze=False) as (fig, axes):
         for ax, column in zip(axes[0], panels, strict=True):
-            for label, group in groups(points, others):
-                group = group.sort_values(x)
+            for label, group, style in drawn:
                 errors = group[f"{column} std"].fillna(0.0)
-                ax.errorbar(group[x], group[column], yerr=errors, marker="o", capsize=3, label=label or None)
+                ax.errorbar(
+                    group[x], group[column], yerr=errors, marker="o", capsize=3, linestyle=style, label=label or None
+                )
             if x == LATENT:
                 _label_log_x(ax, points[x])
             ax.set_title(_title(column))
             ax.set_xlabel(x)
             ax.set_ylabel("nats per test image")
-            if others:
+            if any(label for label, _, _ in drawn):
                 ax.legend(fontsize="small")
         fig.suptitle(f"Test-set quality against {x} (mean ± std over seeds)")
     return path
 
 
 def plot_active_units(points: pd.DataFrame, keys: list[str], path: Path) -> Path:
-    """Active units against latent size, a line per setting of the other swept params, beside y = x (all used)."""
+    """Active units against latent size, a line per setting of the other swept params (or a scatter, see
+    draws_lines), beside y = x (all used)."""
     others = [key for key in keys if key != LATENT]
     sizes = np.sort(points[LATENT].unique().astype(float))
     units = names.Q_ACTIVE_UNITS
     with saved_figure(path, figsize=(7, 5)) as (fig, ax):
-        for label, group in groups(points.dropna(subset=[units]), others):
-            group = group.sort_values(LATENT)
+        for label, group, style in lines_of(points.dropna(subset=[units]), LATENT, others):
             errors = group[f"{units} std"].fillna(0.0)
-            ax.errorbar(group[LATENT], group[units], yerr=errors, marker="o", capsize=3, label=label or None)
+            ax.errorbar(
+                group[LATENT], group[units], yerr=errors, marker="o", capsize=3, linestyle=style, label=label or None
+            )
         diagonal = np.geomspace(sizes[0], sizes[-1], 100) if len(sizes) > 1 else sizes
         ax.plot(diagonal, diagonal, "k:", label="y = x (every dimension used)")
         _label_log_x(ax, points[LATENT])
@@ -118,4 +146,70 @@ def plot_rate_distortion(runs: pd.DataFrame, x: str, path: Path) -> Path:
         ax.set_title(f"Rate–distortion, one point per run, labelled by {x}")
         if runs[x].nunique() <= LEGEND_LIMIT:
             ax.legend(fontsize="small")
+    return path
+
+
+def plot_search_history(
+    done: pd.DataFrame, stopped: pd.DataFrame, objective: str, lower_is_better: bool, path: Path
+) -> Path:
+    """The objective of each complete trial (`done`) and pruned one (`stopped`) in trial order, with the best so far;
+    failed trials have no value and are not drawn. Pruned trials are crosses: their value is from the epoch they
+    stopped at, so they do not count for the best."""
+    best = done["objective"].cummin() if lower_is_better else done["objective"].cummax()
+    with saved_figure(path, figsize=(8, 5)) as (fig, ax):
+        ax.scatter(done["trial"], done["objective"], marker="o", label="complete")
+        ax.scatter(stopped["trial"], stopped["objective"], marker="x", color="grey", label="pruned (at its last epoch)")
+        ax.step(done["trial"], best, where="post", color="black", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(objective)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"Optimisation history ({'lower' if lower_is_better else 'higher'} is better)")
+        ax.legend(fontsize="small")
+    return path
+
+
+def _axis_positions(values: pd.Series, log: bool) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """Values placed on a parallel axis from 0 to 1, and (position, label) ticks; words get evenly spaced places."""
+    if not pd.api.types.is_numeric_dtype(values):
+        kinds = sorted(values.astype(str).unique())
+        spread = np.linspace(0, 1, len(kinds)) if len(kinds) > 1 else np.array([0.5])
+        place = dict(zip(kinds, spread, strict=True))
+        return values.astype(str).map(place).to_numpy(float), [(place[kind], kind) for kind in kinds]
+    numbers = values.to_numpy(float)
+    scaled = np.log10(numbers) if log else numbers
+    low, high = scaled.min(), scaled.max()
+    width = high - low if high > low else 1.0
+    ticks = np.linspace(low, high, 5) if high > low else np.array([low])
+    labels = [(float((tick - low) / width), f"{10**tick if log else tick:.3g}") for tick in ticks]
+    return (scaled - low) / width, labels
+
+
+def plot_parallel_coordinates(
+    done: pd.DataFrame, keys: list[str], log_keys: set[str], objective: str, lower_is_better: bool, path: Path
+) -> Path:
+    """The complete trials as lines over one vertical axis per searched key and one for the objective, coloured by
+    the objective (best darkest); keys in `log_keys` are on log axes, as they were sampled."""
+    axes_of = [*keys, "objective"]
+    titles = [*short_names(keys).values(), objective]
+    placed = [_axis_positions(done[key], key in log_keys) for key in axes_of]
+    values = done["objective"].to_numpy(float)
+    colours = plt.get_cmap("viridis" if lower_is_better else "viridis_r")
+    norm = plt.Normalize(values.min(), values.max())
+    with saved_figure(path, figsize=(2.5 * len(axes_of) + 2, 5)) as (fig, ax):
+        where = np.arange(len(axes_of))
+        for row, value in enumerate(values):
+            ax.plot(where, [positions[row] for positions, _ in placed], color=colours(norm(value)), alpha=0.8)
+        for index, (_, ticks) in enumerate(placed):
+            ax.axvline(index, color="black", linewidth=1)
+            for position, label in ticks:
+                ax.annotate(
+                    label, (index, position), xytext=(4, 0), textcoords="offset points", fontsize=7, va="center"
+                )
+        ax.set_xticks(where, titles)
+        ax.set_yticks([])
+        ax.set_xlim(-0.2, len(axes_of) - 0.6)
+        for side in ("left", "right", "top"):
+            ax.spines[side].set_visible(False)
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colours), ax=ax, label=objective)
+        ax.set_title(f"Complete trials over the searched keys and {objective}")
     return path

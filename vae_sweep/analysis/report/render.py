@@ -9,7 +9,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from vae_sweep import names
-from vae_sweep.analysis.report.document import Bullets, Image, Section, Table
+from vae_sweep.analysis.report.document import Bullets, Code, Image, Section, Table
 
 TEMPLATES = Environment(
     loader=PackageLoader(__package__, "templates"),
@@ -24,6 +24,7 @@ TEMPLATES.tests.update(
     image=lambda block: isinstance(block, Image),
     bullets=lambda block: isinstance(block, Bullets),
     table=lambda block: isinstance(block, Table),
+    code=lambda block: isinstance(block, Code),
 )
 # A pipe would end a Markdown table cell and a newline its row.
 TEMPLATES.filters["md_cell"] = lambda text: text.replace("|", "\\|").replace("\n", " ")

@@ -20,6 +20,8 @@ from vae_sweep.tracking.store import existing_store
 
 # Backquoted because the tag's name holds a dot, which MLflow's filter grammar would read as a path.
 SWEEP_TAG = f"tags.`{names.TAG_SWEEP_ID}`"
+# Runs per request while looking for the latest job run past the sweeps' parent runs.
+PAGE = 100
 
 
 @dataclass
@@ -41,14 +43,32 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, Experiment]:
     return client, experiment
 
 
+def is_parent(tags: dict[str, str]) -> bool:
+    """Whether a run is a sweep's parent run: it holds the sweep's counts and best trial, no result of its own."""
+    return names.TAG_SWEEP_KIND in tags
+
+
 def latest_sweep(client: MlflowClient, experiment_id: str) -> str:
-    """The sweep.id of the run started last."""
-    runs = client.search_runs(
-        [experiment_id], f"{SWEEP_TAG} LIKE '%'", order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if not runs:
-        raise UserError("The experiment holds no run of a sweep; pass --all or --filter to choose runs.")
-    return runs[0].data.tags[names.TAG_SWEEP_ID]
+    """The sweep.id of the job run started last.
+
+    Not of the run started last: a sweep's parent run starts before any of its jobs, so a sweep just launched (or
+    one whose every job failed to start) would be chosen with nothing to report.
+    """
+    page_token = None
+    while True:
+        runs = client.search_runs(
+            [experiment_id],
+            f"{SWEEP_TAG} LIKE '%'",
+            order_by=["attributes.start_time DESC"],
+            max_results=PAGE,
+            page_token=page_token,
+        )
+        job = next((run for run in runs if not is_parent(run.data.tags)), None)
+        if job is not None:
+            return job.data.tags[names.TAG_SWEEP_ID]
+        if not runs.token:
+            raise UserError("The experiment holds no run of a sweep; pass --all or --filter to choose runs.")
+        page_token = runs.token
 
 
 def choose_selection(
@@ -82,8 +102,21 @@ def tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
+def without_parents(raw: pd.DataFrame) -> pd.DataFrame:
+    """The job runs of MLflow's frame: no sweep's parent run, and none of the columns only parents fill (their
+    search space, sampler and counts), which would otherwise read as params and metrics of every job."""
+    kind = f"tags.{names.TAG_SWEEP_KIND}"
+    if kind not in raw:
+        return raw
+    parents = raw[kind].notna()
+    jobs = raw[~parents]
+    only_parents = [column for column in raw if raw.loc[parents, column].notna().any() and jobs[column].isna().all()]
+    return jobs.drop(columns=only_parents).reset_index(drop=True)
+
+
 def search(uri: str, experiment_id: str, selection: Selection) -> pd.DataFrame:
-    """MLflow's frame of the selected runs (params., metrics., tags. columns); a UserError when it is empty."""
+    """MLflow's frame of the selected job runs (params., metrics., tags. columns), sweeps' parent runs left out; a
+    UserError when it is empty."""
     try:
         with tracking_uri(uri):
             raw = mlflow.search_runs([experiment_id], selection.filter, output_format="pandas")
@@ -91,4 +124,9 @@ def search(uri: str, experiment_id: str, selection: Selection) -> pd.DataFrame:
         raise UserError(f"MLflow rejected the selection ({selection.description}): {error.message}") from None
     if raw.empty:
         raise UserError(f"No runs match {selection.description}.")
-    return raw
+    jobs = without_parents(raw)
+    if jobs.empty:
+        raise UserError(
+            f"Only a sweep's parent run matches {selection.description}; it holds no results of its own, its jobs do."
+        )
+    return jobs

@@ -19,6 +19,8 @@ from vae_sweep.config import defines_result
 # The seed axis: each setting's runs differ in it alone, and aggregate() folds them into mean ± std.
 SEED = "training.seed"
 LATENT = "model.latent"
+# How a search's trial ended in its study; a failed trial's run is simply FAILED.
+COMPLETE, PRUNED, _ = names.STUDY_STATES
 EPOCHS = "training.epochs"
 # A tracking server answers each history request in a round trip; this many run side by side.
 FETCH_WORKERS = 8
@@ -71,7 +73,8 @@ def _column(raw: pd.DataFrame, name: str) -> pd.Series:
 
 
 def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: run_id, run_name, status, error, sweep and start_time, the params under their dotted config
+    """One row per run: run_id, run_name, status, error, sweep, start_time, and for a search's trials their parent
+    run, study, trial number, trial_state and pruned_epoch; the params under their dotted config
     keys (typed), the loss terms' last values, the quality/ and time/ metrics under today's names (whatever
     version of vae-sweep logged them), and the time column (TIME)."""
     logged = names.current_metrics(raw[[name for name in raw if name.startswith("metrics.")]])
@@ -90,6 +93,11 @@ def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
         "sweep": _column(raw, f"tags.{names.TAG_SWEEP_ID}"),
         "preset": _column(raw, f"tags.{names.TAG_PRESET}"),
         "start_time": raw["start_time"],
+        "parent": _column(raw, f"tags.{names.TAG_PARENT_RUN}"),
+        "study": _column(raw, f"tags.{names.TAG_STUDY}"),
+        "trial": pd.to_numeric(_column(raw, f"tags.{names.TAG_TRIAL}")).astype("Int64"),
+        "trial_state": _column(raw, f"tags.{names.TAG_TRIAL_STATE}"),
+        "pruned_epoch": pd.to_numeric(_column(raw, f"tags.{names.TAG_PRUNED_EPOCH}")).astype("Int64"),
     }
     params = {name.removeprefix("params."): cast_param(raw[name]) for name in raw if name.startswith("params.")}
     table = pd.DataFrame({**identity, **params, **metrics, TIME.column: time})
@@ -141,8 +149,21 @@ def swept_params(runs: pd.DataFrame) -> list[str]:
     return sorted(p for p in param_columns(runs) if is_sweepable(p) and runs[p].nunique(dropna=False) > 1)
 
 
+def is_pruned(runs: pd.DataFrame) -> pd.Series:
+    """The search's trials it stopped early: FINISHED runs, but of fewer epochs and without the end-of-run quality.
+    Frames made elsewhere than runs_table may lack the column: none of their runs is a trial."""
+    if "trial_state" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["trial_state"].isin([PRUNED])
+
+
+def pruned(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[is_pruned(runs)]
+
+
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] == "FINISHED"]
+    """The runs the report compares: those that FINISHED, less pruned trials, whose numbers no other run shares."""
+    return runs[(runs["status"] == "FINISHED") & ~is_pruned(runs)]
 
 
 def unfinished(runs: pd.DataFrame) -> pd.DataFrame:
