@@ -282,11 +282,10 @@ def markdown(results: dict) -> str:
 
 
 def write(results: dict) -> None:
+    from benchmarks.markdown import replace_section
+
     RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
-    if HEADING in text:
-        text = text[: text.index(HEADING)]  # the section is the file's last: rewritten in place
-    RESULTS_MD.write_text(text.rstrip("\n") + "\n\n" + markdown(results))
+    replace_section(RESULTS_MD, HEADING, markdown(results))
 
 
 def main(argv: list[str] | None = None) -> int:

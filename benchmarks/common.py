@@ -272,6 +272,8 @@ def store_runs(store: Path, details: Callable | None = None) -> list[dict]:
     experiments = [e.experiment_id for e in client.search_experiments()]
     rows = []
     for run in client.search_runs(experiments):
+        if names.TAG_SWEEP_KIND in run.data.tags:
+            continue  # a sweep's parent run: no job of its own
         history = sorted(client.get_metric_history(run.info.run_id, names.EPOCH_TIME), key=lambda m: m.step)
         start, end = run.info.start_time / 1000, (run.info.end_time or 0) / 1000
         last_epoch = max((m.timestamp for m in history), default=0) / 1000

@@ -77,6 +77,32 @@ def failures(sections: dict) -> list[str]:
     return out
 
 
+# Sections that standalone benchmarks (python -m benchmarks.busy, benchmarks.search) keep at the end of RESULTS.md.
+STANDALONE = ("## Busy machine", "## Search")
+
+
+def _split_standalone(text: str) -> tuple[str, dict[str, str]]:
+    """The file's own part, and each standalone section's text by heading."""
+    starts = sorted((text.index(h), h) for h in STANDALONE if h in text)
+    if not starts:
+        return text, {}
+    kept = {}
+    for (start, heading), following in zip(starts, [*(s for s, _ in starts[1:]), len(text)], strict=True):
+        kept[heading] = text[start:following].rstrip("\n") + "\n"
+    return text[: starts[0][0]], kept
+
+
+def _join(main: str, standalone: dict[str, str]) -> str:
+    parts = [main.rstrip("\n") + "\n"] + [standalone[h] for h in STANDALONE if h in standalone]
+    return "\n".join(parts)
+
+
+def replace_section(path: Path, heading: str, section: str) -> None:
+    """Write a standalone benchmark's section into RESULTS.md, leaving the rest of the file as it is."""
+    main, standalone = _split_standalone(path.read_text() if path.exists() else "")
+    path.write_text(_join(main, {**standalone, heading: section}))
+
+
 def write_markdown(results: dict, path: Path) -> None:
     # A failed section has no figures to show: it is listed at the end with its traceback instead.
     shown = {name: section for name, section in results["sections"].items() if "error" not in section}
@@ -85,4 +111,5 @@ def write_markdown(results: dict, path: Path) -> None:
         if section.name in shown:
             out += section.render(shown[section.name], results)
     out += failures(results["sections"])
-    path.write_text("\n".join(out))
+    _, standalone = _split_standalone(path.read_text() if path.exists() else "")
+    path.write_text(_join("\n".join(out), standalone))

@@ -78,7 +78,10 @@ class VaeSweeper(BasicSweeper):
         params = self._parse_config()
         params.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
+        parsed = parser.parse_overrides(params)
+        self.overrides = self.split_arguments(parsed, self.max_batch_size)
+        # Named by what it sweeps over: "sweep model.latent=2,100,200"; the key covers every override.
+        swept = [override.input_line for override in parsed if override.is_sweep_override()] or params
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -88,9 +91,7 @@ class VaeSweeper(BasicSweeper):
         for batch in self.overrides:
             self.validate_batch_is_legal(batch)
         self.prepare_tracking_store()
-        parent = SweepParent.open(
-            self.config, key_parts=params, name=f"sweep {' '.join(params)}", kind=names.SWEEP_GRID
-        )
+        parent = SweepParent.open(self.config, key_parts=params, name=f"sweep {' '.join(swept)}", kind=names.SWEEP_GRID)
 
         returns: List[Sequence[JobReturn]] = []
         initial_job_idx = failed = 0

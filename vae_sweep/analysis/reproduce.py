@@ -202,6 +202,8 @@ def rerun(folder: Path, overrides: list[str], run_dir: Path, source: str) -> Non
         f"+tracking.tags.{names.TAG_REPRODUCES}={source}",
         # The original FINISHED run has the same fingerprint: without this the job would be skipped.
         "training.resume=never",
+        # A reproduction is no job of the original's sweep, so not nested under its parent (++: older configs lack it).
+        "++tracking.parent_run_id=null",
         *overrides,
     ]
     job = subprocess.Popen(command)

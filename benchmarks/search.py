@@ -1,0 +1,185 @@
+"""`python -m benchmarks.search`: what pruning and parallel workers buy a search on real MNIST; writes
+benchmarks/results_search.json and the "## Search" section at the end of RESULTS.md.
+
+Pruning: the same search of latent size x learning rate (TPE, seed 0, `--trials` trials of `--epochs` epochs, one
+worker with the cores free as it starts) with search.pruner=none and with search.pruner=hyperband: wall time and the
+best test loss each found. Parallelism: a random search of `--parallel-trials` trials of `--parallel-epochs` epochs,
+no pruning, with search.parallel=1 and =2, one torch thread per worker: trials per minute. Each search runs as
+`python -m vae_sweep -m hydra/sweeper=search ...` in a fresh folder; the machine's matmul rate and load are measured
+in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.busy import matmul_gflops
+from benchmarks.common import loadavg, run_process, subprocess_env, vae_sweep_command
+from benchmarks.markdown import replace_section
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_JSON = REPO / "benchmarks" / "results_search.json"
+RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+HEADING = "## Search"
+SPACE = (
+    "search.space.model.latent=tag(log, int(interval(2, 64)))",
+    "search.space.optimizer.lr=tag(log, interval(1e-4, 3e-3))",
+)
+QUIET = ("eval.enabled=false", "tracking.image_every=0", "tracking.system_metrics_s=0")
+TARGET_WALL_CUT = 0.40  # pruning cuts wall time by at least this much
+TARGET_LOSS_NATS = 1.0  # with the best test loss within this of the unpruned search's
+TARGET_SPEEDUP = 1.7  # parallel=2 over parallel=1, trials per minute
+
+
+def study_outcome(folder: Path) -> dict:
+    import optuna
+
+    storage = f"sqlite:///{folder}/optuna.db"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    best = min(complete, key=lambda t: t.value) if complete else None
+    epochs_trained = sum(len(t.intermediate_values) for t in trials)
+    return {
+        "trials": len(trials),
+        "complete": len(complete),
+        "pruned": sum(t.state.name == "PRUNED" for t in trials),
+        "failed": sum(t.state.name == "FAIL" for t in trials),
+        "epochs_trained": epochs_trained,
+        "best_loss": best.value if best else None,
+        "best_params": best.params if best else None,
+    }
+
+
+def search(label: str, overrides: list[str], args, root: Path) -> dict:
+    folder = root / label.replace(" ", "_").replace("=", "")
+    folder.mkdir()
+    command = vae_sweep_command("hydra/sweeper=search", *QUIET, *overrides, multirun=True)
+    result = run_process(command, folder, subprocess_env(Path(args.data_root)), args.timeout, folder / "search.log")
+    outcome = study_outcome(folder) if (folder / "optuna.db").exists() else {}
+    print(f"  {label}: {result['wall_s']:.0f} s, exit {result['returncode']}, {outcome}", flush=True)
+    return {"label": label, "overrides": overrides, **result, **outcome}
+
+
+def run_all(args) -> dict:
+    began, loads = time.monotonic(), [loadavg()]
+    rate = matmul_gflops()
+    root = Path(tempfile.mkdtemp(prefix="vae-sweep-search-bench-"))
+    pruning = [f"search.trials={args.trials}", f"training.epochs={args.epochs}", "search.sampler=tpe", *SPACE]
+    runs = {}
+    for pruner in ("none", "hyperband"):
+        runs[f"pruner={pruner}"] = search(f"pruner={pruner}", [*pruning, f"search.pruner={pruner}"], args, root)
+        loads.append(loadavg())
+    parallel = [
+        f"search.trials={args.parallel_trials}", f"training.epochs={args.parallel_epochs}", "search.sampler=random",
+        "training.threads=1", *SPACE,
+    ]  # fmt: skip
+    for workers in (1, 2):
+        label = f"parallel={workers}"
+        runs[label] = search(label, [*parallel, f"search.parallel={workers}"], args, root)
+        loads.append(loadavg())
+    return {
+        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.search " + " ".join(sys.argv[1:]),
+        "machine": {
+            "usable cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "matmul_gflops": rate,
+        },  # fmt: skip
+        "load_average": {"start": loads[0], "during": loads[1:-1], "end": loads[-1]},
+        "settings": vars(args),
+        "minutes": (time.monotonic() - began) / 60,
+        "runs": runs,
+    }
+
+
+def markdown(results: dict) -> str:
+    runs, settings, load = results["runs"], results["settings"], results["load_average"]
+    none, band = runs["pruner=none"], runs["pruner=hyperband"]
+    one, two = runs["parallel=1"], runs["parallel=2"]
+    cut = 1 - band["wall_s"] / none["wall_s"]
+    gap = band["best_loss"] - none["best_loss"]
+    throughput = {run["label"]: run["trials"] / (run["wall_s"] / 60) for run in (one, two)}
+    speedup = throughput["parallel=2"] / throughput["parallel=1"]
+
+    def verdict(met: bool) -> str:
+        return "**met**" if met else "**not met**"
+
+    lines = [
+        HEADING,
+        "",
+        f"Written by `{results['command']}` on {results['when']} ({results['minutes']:.1f} min), real MNIST, "
+        f"evaluation at the end of runs off (the per-epoch test loss is the objective). Machine: "
+        f"{results['machine']['usable cores']} usable cores, dense float32 matmul "
+        f"{results['machine']['matmul_gflops']:.0f} GFLOP/s (1024², measured in this run); load average (1 min) "
+        f"{load['start']:.2f} at the start, {load['end']:.2f} at the end.",
+        "",
+        f"Pruning: `hydra/sweeper=search` over `model.latent=tag(log, int(interval(2, 64)))` x "
+        f"`optimizer.lr=tag(log, interval(1e-4, 3e-3))`, TPE (seed 0), {settings['trials']} trials of "
+        f"{settings['epochs']} epochs, one worker at a time with the cores free as it starts.",
+        "",
+        "| search | wall | trials complete / pruned | epochs trained | best test loss (nats) | best trial |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in (none, band):
+        best = ", ".join(f"{k}={v:.3g}" for k, v in (run["best_params"] or {}).items())
+        lines.append(
+            f"| {run['label']} | {run['wall_s'] / 60:.1f} min | {run['complete']} / {run['pruned']} | "
+            f"{run['epochs_trained']} | {run['best_loss']:.2f} | {best} |"
+        )
+    lines += [
+        "",
+        f"- hyperband cuts wall time by {cut:.0%} (target >= {TARGET_WALL_CUT:.0%}): {verdict(cut >= TARGET_WALL_CUT)}",
+        f"- its best test loss is {gap:+.2f} nats from the unpruned search's (target within {TARGET_LOSS_NATS:g}): "
+        f"{verdict(abs(gap) <= TARGET_LOSS_NATS)}",
+        "",
+        f"Parallel workers: a random search of {settings['parallel_trials']} trials of {settings['parallel_epochs']} "
+        "epochs, no pruning, `training.threads=1`, `search.parallel=1` then `=2` (joblib workers, each asking for its "
+        "next trial as soon as its last one ends).",
+        "",
+        "| search | wall | trials | trials per minute |",
+        "|---|---|---|---|",
+    ]
+    for run in (one, two):
+        lines.append(
+            f"| {run['label']} | {run['wall_s'] / 60:.1f} min | {run['trials']} | {throughput[run['label']]:.2f} |"
+        )
+    lines += [
+        "",
+        f"- parallel=2 / parallel=1 = {speedup:.2f}x the trial throughput (target >= {TARGET_SPEEDUP}): "
+        f"{verdict(speedup >= TARGET_SPEEDUP)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict) -> None:
+    RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+    replace_section(RESULTS_MD, HEADING, markdown(results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search", description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=16, help="trials of the pruning comparison")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of each of its trials")
+    parser.add_argument("--parallel-trials", type=int, default=8, help="trials of the parallel comparison")
+    parser.add_argument("--parallel-epochs", type=int, default=3, help="epochs of each of its trials")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds one search may take")
+    parser.add_argument("--data-root", default=os.environ.get("VAE_SWEEP_DATA_DIR", str(REPO / "data")))
+    parser.add_argument("--render", action="store_true", help="rewrite the section from results_search.json")
+    args = parser.parse_args(argv)
+    results = json.loads(RESULTS_JSON.read_text()) if args.render else run_all(args)
+    write(results)
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
