@@ -280,6 +280,20 @@ def test_bad_search_input_is_one_error_before_any_trial(workdir, overrides, mess
 
 
 @pytest.mark.slow
+def test_a_failed_trial_fails_the_search_once_and_counts_against_its_budget(workdir):
+    command = ["search.sampler=grid", "search.space.optimizer.lr=choice(1e-3,1e4)", "training.epochs=1"]
+    first = search(workdir, *command)
+    assert first.returncode == 1 and "1 trial(s) failed" in first.stderr and "Non-finite loss" in first.stderr
+    assert "Traceback" not in first.stderr
+    (parent,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db", parents=True)[1]
+    assert parent.info.status == "FAILED" and parent.data.metrics[names.SWEEP_FAILED] == 1
+    again = search(workdir, *command)
+    assert again.returncode == 0, again.stderr
+    states = sorted(t.state.name for t in the_study(workdir).get_trials())
+    assert states == ["COMPLETE", "FAIL"], "the budget of two was spent: nothing runs again"
+
+
+@pytest.mark.slow
 def test_a_search_on_postgresql_with_submitit_workers(workdir):
     reason = postgres.unavailable_reason()
     if reason:

@@ -248,9 +248,12 @@ class SearchSweeper(VaeSweeper):
                 f" (MLflow run {best.user_attrs.get(studies.RUN_ID, '?')})."
             )
         broken = [job for job in workers if job.status != JobStatus.COMPLETED]
-        trials = study.get_trials(deepcopy=False)
-        again = studies.retried(trials)
-        failed_trials = [t for t in trials if t.state.name == "FAIL" and t.number not in again]
+        ran = {number for job in workers if job.status == JobStatus.COMPLETED for number in job._return_value}
+        # Trials that failed in an earlier run of the command were reported then; they count against the budget.
+        failed_trials = [
+            t for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL" and t.number in ran
+            and not t.user_attrs.get(studies.REQUEUED)
+        ]  # fmt: skip
         parent.close("FAILED" if broken or failed_trials else "FINISHED", sweep_dir / names.SWEEP_CONFIG, summary)
         if broken:
             lines = "\n".join(f"  worker {job.hydra_cfg.hydra.job.num}: {job._return_value}" for job in broken)

@@ -108,7 +108,8 @@ def end_trial(search_trial: trial.Trial, cfg: DictConfig, tracker: MlflowTracker
     """Say on the run how its trial ended; a pruned one skips the costly evaluation unless the search asks for it."""
     search_trial.run_id = getattr(tracker, "run_id", None)
     pruned = search_trial.pruned_epoch is not None
-    tags = {names.TAG_TRIAL_STATE: "PRUNED" if pruned else "COMPLETE"}
+    complete, pruned_state, _ = names.STUDY_STATES
+    tags = {names.TAG_TRIAL_STATE: pruned_state if pruned else complete}
     if pruned:
         tags[names.TAG_PRUNED_EPOCH] = str(search_trial.pruned_epoch)
         if not search_trial.evaluate_pruned:
