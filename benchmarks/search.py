@@ -141,6 +141,13 @@ def markdown(results: dict) -> str:
         f"- its best test loss is {gap:+.2f} nats from the unpruned search's (target within {TARGET_LOSS_NATS:g}): "
         f"{verdict(abs(gap) <= TARGET_LOSS_NATS)}",
         "",
+        "How much Hyperband prunes depends on how the trials arrive. Optuna's successive halving promotes a trial at "
+        "a rung when it is among the best third of its bracket's trials there, and the best one while a bracket has "
+        f"fewer than three; with {settings['trials']} trials shared among Hyperband's brackets and TPE proposing "
+        "mostly better points as the search learns, most trials are the best so far at their rung and go on "
+        f"({band['pruned']} of {band['trials']} were pruned here). A larger budget, or a sampler that keeps "
+        "proposing poor points (random), should leave more to prune; this run did not measure that.",
+        "",
         f"Parallel workers: a random search of {settings['parallel_trials']} trials of {settings['parallel_epochs']} "
         "epochs, no pruning, `training.threads=1`, `search.parallel=1` then `=2` (joblib workers, each asking for its "
         "next trial as soon as its last one ends).",
