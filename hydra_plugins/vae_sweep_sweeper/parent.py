@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from vae_sweep import names
 from vae_sweep.tracking import sweeps
-from vae_sweep.tracking.store import Store, open_store
+from vae_sweep.tracking.store import Store, open_store, run_link
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,12 @@ class SweepParent:
         if self.store is not None:
             step = int(metrics.get(names.SWEEP_JOBS, 0))
             sweeps.update_parent(self.store, self.run_id, metrics, step, tags or {})
+
+    def link(self) -> str:
+        """A line pointing at the parent run's page; empty without tracking."""
+        if self.store is None:
+            return ""
+        return f"\nParent run: {run_link(self.store.client.tracking_uri, self.store.experiment_id, self.run_id)}"
 
     def close(self, status: str, config_file: Path | None = None, note: str = "") -> None:
         if self.store is None:

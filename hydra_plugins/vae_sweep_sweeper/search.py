@@ -75,6 +75,15 @@ class SearchWorker:
             config.hydra.job.num = number
         return config
 
+    def trial_name(self, number: int, params: dict) -> str:
+        """'trial 5: latent=13 lr=0.0008355': what the trial tried, as the runs table shows it."""
+        values = []
+        for dimension in self.dimensions:
+            value = params[dimension.key]
+            shown = f"{value:.4g}" if isinstance(value, float) else dimension.override(value).partition("=")[2]
+            values.append(f"{dimension.key.rsplit('.', 1)[-1]}={shown}")
+        return f"trial {number}: {' '.join(values)}"
+
     def run_trial(self, study, trial) -> bool:
         """Train one trial and tell the study how it ended; True when a stop signal ended it (it is queued again)."""
         import optuna
@@ -89,6 +98,7 @@ class SearchWorker:
             return epoch >= settings.warmup_epochs and trial.should_prune()
 
         hooks = trial_hooks.Trial(
+            name=self.trial_name(trial.number, trial.params),
             tags={names.TAG_STUDY: self.plan.name, names.TAG_TRIAL: str(trial.number)},
             objective=settings.objective,
             report=report,
@@ -261,5 +271,5 @@ class SearchSweeper(VaeSweeper):
         if failed_trials:
             lines = "\n".join(f"  trial {t.number}: {t.user_attrs.get(studies.ERROR, '?')}" for t in failed_trials)
             raise UserError(f"{summary}\n{len(failed_trials)} trial(s) failed:\n{lines}")
-        log.info(summary)
+        log.info(summary + self.runs_link(workers) + parent.link())
         return [workers]

@@ -116,7 +116,7 @@ class VaeSweeper(BasicSweeper):
     def summarise(self, jobs: Sequence[JobReturn], sweep_dir: Path, parent: SweepParent, what: str = "") -> None:
         """Log the outcome, close the parent run; a failed job makes the sweep's exit non-zero."""
         failed = [job for job in jobs if job.status != JobStatus.COMPLETED]
-        link = self.runs_link(jobs) if jobs else ""
+        link = (self.runs_link(jobs) if jobs else "") + parent.link()
         parent.close("FAILED" if failed else "FINISHED", sweep_dir / names.SWEEP_CONFIG)
         if failed:
             lines = "\n".join("  " + _describe(job) for job in failed)

@@ -133,6 +133,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     key = tags[names.TAG_FINGERPRINT] = fingerprint(config)
     search_trial = trial.current()
     if search_trial is not None:
+        name = search_trial.name
         tags.update(search_trial.tags)
 
     with signals.held():  # a stop signal inside a store query could surface as the database's error instead

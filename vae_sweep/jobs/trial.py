@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 
 @dataclass
 class Trial:
+    name: str  # the run's name: what the trial tries
     tags: dict[str, str]
     objective: str  # the per-epoch metric reported
     report: Callable[[int, float], bool]  # (epoch, objective value) -> stop now: the trial is pruned

@@ -126,6 +126,12 @@ def ui_link(uri: str, experiment_id: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{route}"
 
 
+def run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """One run's page in the MLflow UI (a sweep's parent lists its jobs there); a local store served on port 5000."""
+    base = uri.rstrip("/") if is_remote(uri) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def default_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, else the embedded store of the current directory, as jobs launched here use it."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"

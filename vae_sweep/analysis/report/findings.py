@@ -24,10 +24,15 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return {key: short if last.count(short) == 1 else key for key, short in zip(keys, last, strict=True)}
 
 
+def shown(value) -> str:
+    """A setting's value as a reader wants it: a searched learning rate is 0.0008355, not 0.0008355165798016754."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def setting(row: pd.Series, keys: list[str]) -> str:
     """'latent=10, epochs=5'."""
     short = short_names(keys)
-    return ", ".join(f"{short[key]}={row[key]}" for key in keys)
+    return ", ".join(f"{short[key]}={shown(row[key])}" for key in keys)
 
 
 def groups(points: pd.DataFrame, others: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
