@@ -1,9 +1,10 @@
 """`python -m benchmarks.search`: what pruning and parallel workers buy a search on real MNIST; writes
 benchmarks/results_search.json and the "## Search" section at the end of RESULTS.md.
 
-Pruning: the same search of latent size x learning rate (TPE, seed 0, `--trials` trials of `--epochs` epochs, one
-worker with the cores free as it starts) with search.pruner=none and with search.pruner=hyperband: wall time and the
-best test loss each found. Parallelism: a random search of `--parallel-trials` trials of `--parallel-epochs` epochs,
+Pruning: the same search of latent size x learning rate (seed 0, `--trials` trials of `--epochs` epochs, one worker
+with the cores free as it starts) with search.pruner=none and with search.pruner=hyperband, once with TPE and once with
+random sampling: wall time and the best test loss each found. `--only LABEL ...` runs some searches again and keeps
+the others' results. Parallelism: a random search of `--parallel-trials` trials of `--parallel-epochs` epochs,
 no pruning, with search.parallel=1 and =2, one torch thread per worker: trials per minute. Each search runs as
 `python -m vae_sweep -m hydra/sweeper=search ...` in a fresh folder; the machine's matmul rate and load are measured
 in the same run.
@@ -37,6 +38,7 @@ QUIET = ("eval.enabled=false", "tracking.image_every=0", "tracking.system_metric
 TARGET_WALL_CUT = 0.40  # pruning cuts wall time by at least this much
 TARGET_LOSS_NATS = 1.0  # with the best test loss within this of the unpruned search's
 TARGET_SPEEDUP = 1.7  # parallel=2 over parallel=1, trials per minute
+SAMPLERS = ("tpe", "random")
 
 
 def study_outcome(folder: Path) -> dict:
@@ -69,22 +71,35 @@ def search(label: str, overrides: list[str], args, root: Path) -> dict:
     return {"label": label, "overrides": overrides, **result, **outcome}
 
 
-def run_all(args) -> dict:
+def planned(args) -> dict[str, list[str]]:
+    """Each search of the benchmark by its label: the pruning pairs (one per sampler) and the parallel pair."""
+    searches = {}
+    for sampler in SAMPLERS:
+        for pruner in ("none", "hyperband"):
+            searches[f"{sampler}, pruner={pruner}"] = [
+                f"search.trials={args.trials}", f"training.epochs={args.epochs}", f"search.sampler={sampler}",
+                f"search.pruner={pruner}", *SPACE,
+            ]  # fmt: skip
+    for workers in (1, 2):
+        searches[f"parallel={workers}"] = [
+            f"search.trials={args.parallel_trials}", f"training.epochs={args.parallel_epochs}",
+            "search.sampler=random", "training.threads=1", f"search.parallel={workers}", *SPACE,
+        ]  # fmt: skip
+    return searches
+
+
+def run_all(args, earlier: dict | None) -> dict:
+    """Every planned search, or with --only those labels, the others kept from the earlier results."""
     began, loads = time.monotonic(), [loadavg()]
     rate = matmul_gflops()
     root = Path(tempfile.mkdtemp(prefix="vae-sweep-search-bench-"))
-    pruning = [f"search.trials={args.trials}", f"training.epochs={args.epochs}", "search.sampler=tpe", *SPACE]
-    runs = {}
-    for pruner in ("none", "hyperband"):
-        runs[f"pruner={pruner}"] = search(f"pruner={pruner}", [*pruning, f"search.pruner={pruner}"], args, root)
-        loads.append(loadavg())
-    parallel = [
-        f"search.trials={args.parallel_trials}", f"training.epochs={args.parallel_epochs}", "search.sampler=random",
-        "training.threads=1", *SPACE,
-    ]  # fmt: skip
-    for workers in (1, 2):
-        label = f"parallel={workers}"
-        runs[label] = search(label, [*parallel, f"search.parallel={workers}"], args, root)
+    runs = dict(earlier["runs"]) if earlier and args.only else {}
+    for label, overrides in planned(args).items():
+        if args.only and label not in args.only:
+            continue
+        runs[label] = search(label, overrides, args, root)
+        runs[label]["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        runs[label]["matmul_gflops"] = rate
         loads.append(loadavg())
     return {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -103,10 +118,7 @@ def run_all(args) -> dict:
 
 def markdown(results: dict) -> str:
     runs, settings, load = results["runs"], results["settings"], results["load_average"]
-    none, band = runs["pruner=none"], runs["pruner=hyperband"]
     one, two = runs["parallel=1"], runs["parallel=2"]
-    cut = 1 - band["wall_s"] / none["wall_s"]
-    gap = band["best_loss"] - none["best_loss"]
     throughput = {run["label"]: run["trials"] / (run["wall_s"] / 60) for run in (one, two)}
     speedup = throughput["parallel=2"] / throughput["parallel=1"]
 
@@ -120,33 +132,45 @@ def markdown(results: dict) -> str:
         f"evaluation at the end of runs off (the per-epoch test loss is the objective). Machine: "
         f"{results['machine']['usable cores']} usable cores, dense float32 matmul "
         f"{results['machine']['matmul_gflops']:.0f} GFLOP/s (1024², measured in this run); load average (1 min) "
-        f"{load['start']:.2f} at the start, {load['end']:.2f} at the end.",
+        f"{load['start']:.2f} at the start, {load['end']:.2f} at the end. Each row says when it ran and the matmul "
+        "rate of that run: rows of one table ran one after the other on the same machine.",
         "",
         f"Pruning: `hydra/sweeper=search` over `model.latent=tag(log, int(interval(2, 64)))` x "
-        f"`optimizer.lr=tag(log, interval(1e-4, 3e-3))`, TPE (seed 0), {settings['trials']} trials of "
-        f"{settings['epochs']} epochs, one worker at a time with the cores free as it starts.",
+        f"`optimizer.lr=tag(log, interval(1e-4, 3e-3))`, seed 0, {settings['trials']} trials of "
+        f"{settings['epochs']} epochs, one worker at a time with the cores free as it starts; once with TPE, once "
+        "with random sampling (whose proposals do not depend on the results, so both searches of that pair try the "
+        "same points and differ only in what pruning stopped).",
         "",
-        "| search | wall | trials complete / pruned | epochs trained | best test loss (nats) | best trial |",
-        "|---|---|---|---|---|---|",
+        "| search | wall | trials complete / pruned | epochs trained | best test loss (nats) | best trial | ran |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for run in (none, band):
-        best = ", ".join(f"{k}={v:.3g}" for k, v in (run["best_params"] or {}).items())
-        lines.append(
-            f"| {run['label']} | {run['wall_s'] / 60:.1f} min | {run['complete']} / {run['pruned']} | "
-            f"{run['epochs_trained']} | {run['best_loss']:.2f} | {best} |"
-        )
+    pairs = [(sampler, runs.get(f"{sampler}, pruner=none"), runs.get(f"{sampler}, pruner=hyperband"))
+             for sampler in SAMPLERS]  # fmt: skip
+    pairs = [(sampler, none, band) for sampler, none, band in pairs if none and band]
+    for _, none, band in pairs:
+        for run in (none, band):
+            best = ", ".join(f"{k}={v:.3g}" for k, v in (run["best_params"] or {}).items())
+            ran = f"{run.get('when', results['when'])[11:16]} UTC, {run.get('matmul_gflops', 0):.0f} GFLOP/s"
+            lines.append(
+                f"| {run['label']} | {run['wall_s'] / 60:.1f} min | {run['complete']} / {run['pruned']} | "
+                f"{run['epochs_trained']} | {run['best_loss']:.2f} | {best} | {ran} |"
+            )
+    lines.append("")
+    for sampler, none, band in pairs:
+        cut = 1 - band["wall_s"] / none["wall_s"]
+        gap = band["best_loss"] - none["best_loss"]
+        lines += [
+            f"- {sampler}: hyperband cuts wall time by {cut:.0%} (target >= {TARGET_WALL_CUT:.0%}): "
+            f"{verdict(cut >= TARGET_WALL_CUT)}; its best test loss is {gap:+.2f} nats from the unpruned search's "
+            f"(target within {TARGET_LOSS_NATS:g}): {verdict(abs(gap) <= TARGET_LOSS_NATS)}",
+        ]
     lines += [
-        "",
-        f"- hyperband cuts wall time by {cut:.0%} (target >= {TARGET_WALL_CUT:.0%}): {verdict(cut >= TARGET_WALL_CUT)}",
-        f"- its best test loss is {gap:+.2f} nats from the unpruned search's (target within {TARGET_LOSS_NATS:g}): "
-        f"{verdict(abs(gap) <= TARGET_LOSS_NATS)}",
         "",
         "How much Hyperband prunes depends on how the trials arrive. Optuna's successive halving promotes a trial at "
         "a rung when it is among the best third of its bracket's trials there, and the best one while a bracket has "
-        f"fewer than three; with {settings['trials']} trials shared among Hyperband's brackets and TPE proposing "
-        "mostly better points as the search learns, most trials are the best so far at their rung and go on "
-        f"({band['pruned']} of {band['trials']} were pruned here). A larger budget, or a sampler that keeps "
-        "proposing poor points (random), should leave more to prune; this run did not measure that.",
+        f"fewer than three; in {settings['trials']} trials shared among Hyperband's brackets, TPE proposes mostly "
+        "better points as the search learns, so most trials are the best so far at their rung and go on, while "
+        "random proposals leave more to prune.",
         "",
         f"Parallel workers: a random search of {settings['parallel_trials']} trials of {settings['parallel_epochs']} "
         "epochs, no pruning, `training.threads=1`, `search.parallel=1` then `=2` (joblib workers, each asking for its "
@@ -181,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one search may take")
     parser.add_argument("--data-root", default=os.environ.get("VAE_SWEEP_DATA_DIR", str(REPO / "data")))
     parser.add_argument("--render", action="store_true", help="rewrite the section from results_search.json")
+    parser.add_argument("--only", nargs="*", help="run these searches (labels as in the table); keep the others")
     args = parser.parse_args(argv)
-    results = json.loads(RESULTS_JSON.read_text()) if args.render else run_all(args)
+    earlier = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else None
+    results = earlier if args.render else run_all(args, earlier)
     write(results)
     print(markdown(results))
     return 0
