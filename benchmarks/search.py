@@ -76,7 +76,7 @@ def planned(args) -> dict[str, list[str]]:
     searches = {}
     for sampler in SAMPLERS:
         for pruner in ("none", "hyperband"):
-            searches[f"{sampler}, pruner={pruner}"] = [
+            searches[f"{sampler} {args.trials}x{args.epochs}, pruner={pruner}"] = [
                 f"search.trials={args.trials}", f"training.epochs={args.epochs}", f"search.sampler={sampler}",
                 f"search.pruner={pruner}", *SPACE,
             ]  # fmt: skip
@@ -135,18 +135,21 @@ def markdown(results: dict) -> str:
         f"{load['start']:.2f} at the start, {load['end']:.2f} at the end. Each row says when it ran and the matmul "
         "rate of that run: rows of one table ran one after the other on the same machine.",
         "",
-        f"Pruning: `hydra/sweeper=search` over `model.latent=tag(log, int(interval(2, 64)))` x "
-        f"`optimizer.lr=tag(log, interval(1e-4, 3e-3))`, seed 0, {settings['trials']} trials of "
-        f"{settings['epochs']} epochs, one worker at a time with the cores free as it starts; once with TPE, once "
-        "with random sampling (whose proposals do not depend on the results, so both searches of that pair try the "
-        "same points and differ only in what pruning stopped).",
+        "Pruning: `hydra/sweeper=search` over `model.latent=tag(log, int(interval(2, 64)))` x "
+        "`optimizer.lr=tag(log, interval(1e-4, 3e-3))`, seed 0, the budget in the search's name, one worker at a time with "
+        "the cores free as it starts; once with TPE, once with random sampling (whose proposals do not depend on the "
+        "results, so both searches of that pair try the same points and differ only in what pruning stopped).",
         "",
-        "| search | wall | trials complete / pruned | epochs trained | best test loss (nats) | best trial | ran |",
+        "| search (sampler trials x epochs) | wall | trials complete / pruned | epochs trained | best test loss (nats) "
+        "| best trial | ran |",
         "|---|---|---|---|---|---|---|",
     ]
-    pairs = [(sampler, runs.get(f"{sampler}, pruner=none"), runs.get(f"{sampler}, pruner=hyperband"))
-             for sampler in SAMPLERS]  # fmt: skip
-    pairs = [(sampler, none, band) for sampler, none, band in pairs if none and band]
+    # A pair: the same sampler and budget without and with pruning ('random 16x8, pruner=none' and '=hyperband').
+    pairs = [
+        (label.partition(",")[0], run, runs[label.replace("pruner=none", "pruner=hyperband")])
+        for label, run in runs.items()
+        if label.endswith("pruner=none") and label.replace("pruner=none", "pruner=hyperband") in runs
+    ]
     for _, none, band in pairs:
         for run in (none, band):
             best = ", ".join(f"{k}={v:.3g}" for k, v in (run["best_params"] or {}).items())
@@ -168,7 +171,7 @@ def markdown(results: dict) -> str:
         "",
         "How much Hyperband prunes depends on how the trials arrive. Optuna's successive halving promotes a trial at "
         "a rung when it is among the best third of its bracket's trials there, and the best one while a bracket has "
-        f"fewer than three; in {settings['trials']} trials shared among Hyperband's brackets, TPE proposes mostly "
+        "fewer than three; with few trials shared among Hyperband's brackets, TPE proposes mostly "
         "better points as the search learns, so most trials are the best so far at their rung and go on, while "
         "random proposals leave more to prune.",
         "",
