@@ -137,8 +137,9 @@ def markdown(results: dict) -> str:
         "",
         "Pruning: `hydra/sweeper=search` over `model.latent=tag(log, int(interval(2, 64)))` x "
         "`optimizer.lr=tag(log, interval(1e-4, 3e-3))`, seed 0, the budget in the search's name, one worker at a "
-        "time with the cores free as it starts; once with TPE, once with random sampling (whose proposals do not depend on the "
-        "results, so both searches of that pair try the same points and differ only in what pruning stopped).",
+        "time with the cores free as it starts; once with TPE, once with random sampling (whose proposals do not "
+        "depend on the results, so both searches of that pair try the same points and differ only in what pruning "
+        "stopped).",
         "",
         "| search (sampler trials x epochs) | wall | trials complete / pruned | epochs trained | best test loss (nats) "
         "| best trial | ran |",
