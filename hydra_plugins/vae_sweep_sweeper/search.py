@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus, run_job
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.vae_sweep_sweeper.parent import SweepParent
-from hydra_plugins.vae_sweep_sweeper.sweeper import VaeSweeper
+from hydra_plugins.vae_sweep_sweeper.sweeper import VaeSweeper, VaeSweeperConf
 from vae_sweep import names
 from vae_sweep.core.signals import JobStopped
 from vae_sweep.errors import ConfigError, UserError
@@ -31,10 +31,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SearchSweeperConf:
+class SearchSweeperConf(VaeSweeperConf):
     _target_: str = "hydra_plugins.vae_sweep_sweeper.search.SearchSweeper"
-    max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="search", node=SearchSweeperConf, provider="vae_sweep")
