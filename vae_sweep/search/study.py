@@ -109,13 +109,17 @@ class Plan:
         return optuna.samplers.TPESampler(seed=seed, constant_liar=self.parallel > 1)
 
     def pruner_made(self) -> optuna.pruners.BasePruner:
-        start = max(1, self.warmup_epochs)
-        if self.pruner == "median":
+        return self.pruner_for(self.pruner, self.warmup_epochs, self.epochs)
+
+    @staticmethod
+    def pruner_for(name: str, warmup_epochs: int, epochs: int) -> optuna.pruners.BasePruner:
+        start = max(1, warmup_epochs)
+        if name == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=start - 1)
-        if self.pruner == "successive_halving":
+        if name == "successive_halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=start, reduction_factor=3)
-        if self.pruner == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=start, max_resource=self.epochs, reduction_factor=3)
+        if name == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=start, max_resource=epochs, reduction_factor=3)
         return optuna.pruners.NopPruner()
 
     def study(self, worker: int = 0) -> optuna.Study:
