@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus, run_job
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from hydra_plugins.vae_sweep_sweeper.parent import SweepParent
 from hydra_plugins.vae_sweep_sweeper.sweeper import VaeSweeper, VaeSweeperConf
@@ -149,9 +149,7 @@ class SearchSweeper(VaeSweeper):
         fixed = [o.input_line for o in parsed if not o.key_or_group.startswith(SPACE)]
         dimensions = read_space(self.config, parsed, parser)
 
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / names.SWEEP_CONFIG)
+        sweep_dir = self.make_sweep_dir()
         # Every dimension's ends (and every choice) composed and range-checked before any trial starts.
         self.validate_batch_is_legal([[*fixed, *self.extremes(dimension)] for dimension in dimensions])
         HydraConfig.instance().set_config(self.config)  # the study's name resolves the config's interpolations

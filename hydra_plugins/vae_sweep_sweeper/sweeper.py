@@ -70,6 +70,13 @@ class VaeSweeper(BasicSweeper):
             connect(tracking.uri, tracking.experiment, tracking.artifact_root)
             log.info(f"MLflow experiment {tracking.experiment!r} ready at {tracking.uri}")
 
+    def make_sweep_dir(self) -> Path:
+        """The sweep's folder, holding the sweep's own config as Hydra's multirun.yaml would."""
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / names.SWEEP_CONFIG)
+        return sweep_dir
+
     def killed_job(self, overrides: Sequence[str], job_num: int, error: Exception) -> JobReturn:
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         return killed_job(config, overrides, job_num, error)
@@ -83,9 +90,7 @@ class VaeSweeper(BasicSweeper):
         # Named by what it sweeps over: "sweep model.latent=2,100,200"; the key covers every override.
         swept = [override.input_line for override in parsed if override.is_sweep_override()] or params
 
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / names.SWEEP_CONFIG)
+        sweep_dir = self.make_sweep_dir()
 
         # Validate every batch before any job runs, not batch by batch.
         for batch in self.overrides:

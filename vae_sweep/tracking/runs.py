@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 
 class _RetriedLocks(logging.Filter):
-    """MLflow logs each SQLite "database is locked" error with its traceback before raising it; _whole tries such a
+    """MLflow logs each SQLite "database is locked" error with its traceback before raising it; store_call tries such a
     call again, and the last try's error, if it fails too, ends the job as any error does."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -47,7 +47,8 @@ class _RetriedLocks(logging.Filter):
 logging.getLogger("mlflow.store.db.utils").addFilter(_RetriedLocks())
 
 
-def _param_value(value) -> str:
+def param_value(value) -> str:
+    """A param as the store keeps it: text, cut at its length limit."""
     return str(value)[:PARAM_LIMIT]
 
 
@@ -73,7 +74,7 @@ class DataSplit:
         )
 
 
-def _whole(call: Callable[..., T]) -> Callable[..., T]:
+def store_call(call: Callable[..., T]) -> Callable[..., T]:
     """A store call that a stop signal waits for, and that is tried again while SQLite is locked.
 
     Raised inside a store call, a stop signal's exception can be replaced by the database's own error as it rolls
@@ -141,18 +142,18 @@ class MlflowTracker:
         self.experiment_id = experiment_id
 
     @classmethod
-    @_whole
+    @store_call
     def start(
         cls, client: MlflowClient, experiment_id: str, run_name: str, params: dict, tags: dict[str, str]
     ) -> MlflowTracker:
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         tracker = cls(client, run.info.run_id, experiment_id)
-        entries = [Param(key, _param_value(value)) for key, value in params.items()]
+        entries = [Param(key, param_value(value)) for key, value in params.items()]
         for start in range(0, len(entries), BATCH_LIMIT):
             client.log_batch(tracker.run_id, params=entries[start : start + BATCH_LIMIT])
         return tracker
 
-    @_whole
+    @store_call
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """One batched call for all metrics of a step."""
         now = int(time.time() * 1000)
@@ -160,44 +161,44 @@ class MlflowTracker:
         for start in range(0, len(entries), BATCH_LIMIT):
             self.client.log_batch(self.run_id, metrics=entries[start : start + BATCH_LIMIT])
 
-    @_whole
+    @store_call
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """The epoch's metrics and a heartbeat tag in one call: a resumed sweep tells live runs from dead ones."""
         now = time.time()
         entries = [Metric(key, float(value), int(now * 1000), epoch) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=entries, tags=[RunTag(names.TAG_HEARTBEAT, f"{now:.0f}")])
 
-    @_whole
+    @store_call
     def logged_epochs(self) -> int:
         """How many epochs the run's history holds (the last step of test/loss)."""
         return max((metric.step for metric in self.client.get_metric_history(self.run_id, names.TEST_LOSS)), default=0)
 
     @classmethod
-    @_whole
+    @store_call
     def reopen(cls, client: MlflowClient, run_id: str, tags: dict[str, str]) -> MlflowTracker:
         client.update_run(run_id, status="RUNNING")
         tracker = cls(client, run_id, client.get_run(run_id).info.experiment_id)
         tracker.set_tags({**tags, names.TAG_ERROR: "", names.TAG_RESUMED: "true"})
         return tracker
 
-    @_whole
+    @store_call
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
-    @_whole
+    @store_call
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    @_whole
+    @store_call
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
-    @_whole
+    @store_call
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         """One frame of an image series: the run's Model metrics tab shows the series with a step slider."""
         self.client.log_image(self.run_id, image, key=key, step=step)
 
-    @_whole
+    @store_call
     def log_datasets(self, splits: list[DataSplit]) -> None:
         """The data the run read: the Dataset column of the runs table, and the run's lineage."""
         inputs = [DatasetInput(split.as_mlflow(), [InputTag(MLFLOW_DATASET_CONTEXT, split.split)]) for split in splits]
@@ -212,7 +213,7 @@ class MlflowTracker:
         """A link to one of the run's artifacts that works in the run's Description (a page of the MLflow UI)."""
         return f"#/experiments/{self.experiment_id}/runs/{self.run_id}/artifactPath/{path}"
 
-    @_whole
+    @store_call
     def end(self, status: str, error: BaseException | None = None) -> None:
         if error is not None:
             message = f"{type(error).__name__}: {error}"[:PARAM_LIMIT]

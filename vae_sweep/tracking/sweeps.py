@@ -13,11 +13,11 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 
 from vae_sweep import names
-from vae_sweep.tracking.runs import BATCH_LIMIT, _param_value, _whole
+from vae_sweep.tracking.runs import BATCH_LIMIT, param_value, store_call
 from vae_sweep.tracking.store import Store
 
 
-@_whole
+@store_call
 def open_parent(store: Store, key: str, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
     """The run id of the sweep's parent run, created on the first run of the sweep and set RUNNING again after."""
     client = store.client
@@ -29,13 +29,13 @@ def open_parent(store: Store, key: str, name: str, tags: dict[str, str], params:
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return run_id
     run = client.create_run(store.experiment_id, run_name=name, tags={**tags, names.TAG_SWEEP_KEY: key})
-    entries = [Param(k, _param_value(v)) for k, v in params.items()]
+    entries = [Param(k, param_value(v)) for k, v in params.items()]
     for start in range(0, len(entries), BATCH_LIMIT):
         client.log_batch(run.info.run_id, params=entries[start : start + BATCH_LIMIT])
     return run.info.run_id
 
 
-@_whole
+@store_call
 def update_parent(store: Store, run_id: str, metrics: dict[str, float], step: int, tags: dict[str, str]) -> None:
     """Counts and the best trial so far: metrics at `step` (jobs ended), so the UI charts the sweep's progress."""
     now = int(time.time() * 1000)
@@ -43,7 +43,7 @@ def update_parent(store: Store, run_id: str, metrics: dict[str, float], step: in
     store.client.log_batch(run_id, metrics=entries, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-@_whole
+@store_call
 def close_parent(store: Store, run_id: str, status: str, config_file: Path | None = None, note: str = "") -> None:
     if config_file is not None and config_file.exists():
         store.client.log_artifact(run_id, str(config_file))
