@@ -169,6 +169,11 @@ def verdict(met: bool) -> str:
     return "**met**" if met else "**not met**"
 
 
+def ran(run: dict, results: dict) -> str:
+    """When a search ended and the matmul rate of the benchmark run it was part of."""
+    return f"{run.get('when', results['when'])[:16].replace('T', ' ')} UTC, {run.get('matmul_gflops', 0):.0f} GFLOP/s"
+
+
 def groups(runs: dict) -> dict[str, dict[str, dict]]:
     """The pruning searches by sampler and budget ('tpe 24x10'), each by pruner; only groups with their baseline."""
     out: dict[str, dict[str, dict]] = {}
@@ -189,10 +194,9 @@ def pruning_lines(results: dict) -> list[str]:
     for group in found.values():
         for run in (group[pruner] for pruner in PRUNERS if pruner in group):
             best = ", ".join(f"{k}={v:.3g}" for k, v in (run["best_params"] or {}).items())
-            ran = f"{run.get('when', results['when'])[11:16]} UTC, {run.get('matmul_gflops', 0):.0f} GFLOP/s"
             lines.append(
                 f"| {run['label']} | {run['wall_s'] / 60:.1f} min | {run['complete']} / {run['pruned']} | "
-                f"{run['epochs_trained']} | {run['best_loss']:.2f} | {best} | {ran} |"
+                f"{run['epochs_trained']} | {run['best_loss']:.2f} | {best} | {ran(run, results)} |"
             )
     lines.append("")
     for name, group in found.items():
@@ -205,6 +209,12 @@ def pruning_lines(results: dict) -> list[str]:
                 f"{verdict(cut >= TARGET_WALL_CUT)}; its best test loss is {gap:+.2f} nats from the unpruned "
                 f"search's (target within {TARGET_LOSS_NATS:g}): {verdict(abs(gap) <= TARGET_LOSS_NATS)}"
             )
+    lines += [
+        "",
+        "Successive halving judges every trial at epochs 1, 3 and 9 against all the trials that reached that epoch "
+        "before it; Hyperband (for 10 epochs) deals the trials out to three brackets that start judging at epochs 1, 3 "
+        "and 9, so each trial meets only its bracket's rivals and the last bracket's trials train to epoch 9 unjudged.",
+    ]
     replayed = {name: group[PRUNERS[0]]["replay"] for name, group in found.items() if group[PRUNERS[0]].get("replay")}
     if replayed:
         lines += [
@@ -240,12 +250,13 @@ def parallel_lines(results: dict) -> list[str]:
         "epochs, no pruning, `training.threads=1`, `search.parallel=1` then `=2` (joblib workers, each asking for its "
         "next trial as soon as its last one ends).",
         "",
-        "| search | wall | trials | trials per minute |",
-        "|---|---|---|---|",
+        "| search | wall | trials | trials per minute | ran |",
+        "|---|---|---|---|---|",
     ]
     for run in (one, two):
         lines.append(
-            f"| {run['label']} | {run['wall_s'] / 60:.1f} min | {run['trials']} | {throughput[run['label']]:.2f} |"
+            f"| {run['label']} | {run['wall_s'] / 60:.1f} min | {run['trials']} | {throughput[run['label']]:.2f} "
+            f"| {ran(run, results)} |"
         )
     lines += [
         "",

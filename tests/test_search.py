@@ -127,6 +127,34 @@ def test_a_trial_on_another_host_is_dead_once_silent_past_the_timeout():
     assert studies.is_dead(trial, timeout_s=600, now=1700.0)
 
 
+def pruned_at(pruner, curves: list[list[float]]) -> list[int | None]:
+    """Feed learning curves, one trial after the other, through a pruner: the epoch each trial stopped at."""
+    study = optuna.create_study(pruner=pruner)
+    stops = []
+    for curve in curves:
+        trial, stop = study.ask(), None
+        for epoch, value in enumerate(curve, start=1):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                stop = epoch
+                break
+        study.tell(trial, None if stop else curve[-1], state=TrialState.PRUNED if stop else TrialState.COMPLETE)
+        stops.append(stop)
+    return stops
+
+
+def test_successive_halving_keeps_the_best_third_at_the_warmup_epoch_and_three_and_nine_times_it():
+    # Curves that keep their order: each trial is worse than all before it once three have reached a rung.
+    curves = [[100.0 + trial - epoch for epoch in range(10)] for trial in range(6)]
+    pruner = studies.Plan.pruner_for("successive_halving", warmup_epochs=1, epochs=10)
+    assert pruned_at(pruner, curves) == [None, 1, 1, 1, 1, 1]
+    later = studies.Plan.pruner_for("successive_halving", warmup_epochs=2, epochs=10)
+    assert pruned_at(later, curves) == [None, 2, 2, 2, 2, 2]
+    # A trial best at epoch 1 but worst by epoch 3 is stopped there, at the second rung.
+    turning = [[100.0 - epoch for epoch in range(10)]] * 3 + [[90.0] + [200.0] * 9]
+    assert pruned_at(pruner, turning)[-1] == 3
+
+
 def test_the_study_is_named_by_what_its_results_depend_on(workdir):
     latent = [dimension(parsed("model.latent=range(2,5)"), "model.latent")]
 
