@@ -9,7 +9,7 @@ from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli,
 from vae_sweep import load_model
 from vae_sweep.errors import UserError
 from vae_sweep.tracking.runs import MlflowTracker, NullTracker, tracked_run
-from vae_sweep.tracking.store import check_reachable, connect, open_store, ui_link
+from vae_sweep.tracking.store import check_reachable, connect, open_store, run_link, ui_link
 
 FIGURES = {
     "losses.png", "reconstructions.png", "samples.png", "latent_scatter.png", "kl_per_dim.png", "kl_per_dim_history.png"
@@ -97,6 +97,18 @@ def test_the_runs_link_serves_a_local_store_first():
     local = ui_link("sqlite:////x/mlflow.db", "1")
     assert local.startswith("mlflow ui --backend-store-uri sqlite:////x/mlflow.db")
     assert "then open http://127.0.0.1:5000/#/experiments/1/runs?" in local
+
+
+def test_run_and_artifact_links_open_in_model_training_mode():
+    # Without the parameter MLflow 3.17's UI shows a run, or a figure in its Description, in GenAI mode.
+    assert run_link("http://host:5000", "3", "abc") == (
+        "http://host:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    )
+    tracker = MlflowTracker.__new__(MlflowTracker)
+    tracker.experiment_id, tracker.run_id = "3", "abc"
+    assert tracker.artifact_link("figures/losses.png") == (
+        "#/experiments/3/runs/abc/artifactPath/figures/losses.png?workflowType=machine_learning"
+    )
 
 
 def test_disabled_tracking_writes_no_store(tmp_path):

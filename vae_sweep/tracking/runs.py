@@ -22,7 +22,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from vae_sweep import names
 from vae_sweep.core.signals import held
-from vae_sweep.tracking.store import Store, refusals_explained
+from vae_sweep.tracking.store import Store, refusals_explained, run_route
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class MlflowTracker:
 
     def artifact_link(self, path: str) -> str:
         """A link to one of the run's artifacts that works in the run's Description (a page of the MLflow UI)."""
-        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}/artifactPath/{path}"
+        return run_route(self.experiment_id, self.run_id, path)
 
     @store_call
     def end(self, status: str, error: BaseException | None = None) -> None:

@@ -108,14 +108,21 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     return experiment.experiment_id
 
 
-def runs_route(experiment_id: str) -> str:
-    """The MLflow UI's page of the experiment's runs, best test loss first.
+# MLflow 3's UI opens every experiment's pages (runs, a run, its artifacts) in its GenAI mode (traces) until the user
+# flips a switch, whatever the experiment's kind; a page's `workflowType` parameter opens it in model-training mode.
+MODEL_TRAINING = {"workflowType": "machine_learning"}
 
-    MLflow 3's UI opens every experiment in its GenAI mode (traces) until the user flips a switch, whatever the
-    experiment's kind; the page's `workflowType` parameter opens it in model-training mode instead.
-    """
-    query = {"workflowType": "machine_learning", "orderByKey": f"metrics.`{names.TEST_LOSS}`", "orderByAsc": "true"}
+
+def runs_route(experiment_id: str) -> str:
+    """The MLflow UI's page of the experiment's runs, best test loss first, in model-training mode."""
+    query = {**MODEL_TRAINING, "orderByKey": f"metrics.`{names.TEST_LOSS}`", "orderByAsc": "true"}
     return f"#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
+
+
+def run_route(experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    """A run's page in the MLflow UI, or one of its artifacts there, in model-training mode."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/artifactPath/{artifact}" if artifact else "")
+    return f"{page}?{urllib.parse.urlencode(MODEL_TRAINING)}"
 
 
 def ui_link(uri: str, experiment_id: str) -> str:
@@ -129,7 +136,7 @@ def ui_link(uri: str, experiment_id: str) -> str:
 def run_link(uri: str, experiment_id: str, run_id: str) -> str:
     """One run's page in the MLflow UI (a sweep's parent lists its jobs there); a local store served on port 5000."""
     base = uri.rstrip("/") if is_remote(uri) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/{run_route(experiment_id, run_id)}"
 
 
 def default_tracking_uri() -> str:
