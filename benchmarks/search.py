@@ -46,12 +46,16 @@ PRUNERS = ("none", "successive_halving", "hyperband")  # the first is the baseli
 REPLAY_NAMES = 30  # study names tried when replaying Hyperband, whose bracket of a trial hashes the name
 
 
-def study_outcome(folder: Path) -> dict:
+def study_trials(folder: Path) -> list:
+    """The trials of the one study a search in `folder` ran."""
     import optuna
 
     storage = f"sqlite:///{folder}/optuna.db"
     (summary,) = optuna.get_all_study_summaries(storage)
-    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    return optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+
+
+def study_outcome(trials: list) -> dict:
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     best = min(complete, key=lambda t: t.value) if complete else None
     epochs_trained = sum(len(t.intermediate_values) for t in trials)
@@ -63,11 +67,10 @@ def study_outcome(folder: Path) -> dict:
         "epochs_trained": epochs_trained,
         "best_loss": best.value if best else None,
         "best_params": best.params if best else None,
-        "replay": replay(complete) if complete and len(complete) == len(trials) else None,
     }
 
 
-def replay(trials) -> dict:
+def replay(trials: list) -> dict:
     """The unpruned search's per-epoch objective fed, trial by trial in their order, through each pruner: the epochs
     it would have trained and the best loss it would have kept, from learning curves measured once."""
     import optuna
@@ -109,7 +112,10 @@ def search(label: str, overrides: list[str], args, root: Path) -> dict:
     folder.mkdir()
     command = vae_sweep_command("hydra/sweeper=search", *QUIET, *overrides, multirun=True)
     result = run_process(command, folder, subprocess_env(Path(args.data_root)), args.timeout, folder / "search.log")
-    outcome = study_outcome(folder) if (folder / "optuna.db").exists() else {}
+    trials = study_trials(folder) if (folder / "optuna.db").exists() else []
+    outcome = study_outcome(trials) if trials else {}
+    if label.endswith(f"pruner={PRUNERS[0]}") and trials and all(t.state.name == "COMPLETE" for t in trials):
+        outcome["replay"] = replay(trials)  # the baseline of a pruning group: its curves, through each pruner
     print(f"  {label}: {result['wall_s']:.0f} s, exit {result['returncode']}, {outcome}", flush=True)
     return {"label": label, "overrides": overrides, **result, **outcome}
 

@@ -104,8 +104,7 @@ def test_run_and_artifact_links_open_in_model_training_mode():
     assert run_link("http://host:5000", "3", "abc") == (
         "http://host:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
     )
-    tracker = MlflowTracker.__new__(MlflowTracker)
-    tracker.experiment_id, tracker.run_id = "3", "abc"
+    tracker = MlflowTracker(client=None, run_id="abc", experiment_id="3")
     assert tracker.artifact_link("figures/losses.png") == (
         "#/experiments/3/runs/abc/artifactPath/figures/losses.png?workflowType=machine_learning"
     )
