@@ -113,9 +113,9 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
         curves, which = curve_runs(done, points)
         keys_fetched = tuple(dict.fromkeys(plots.HISTORY_KEYS + questions.HISTORY_KEYS))
         histories = fetch_histories(client, curves["run_id"].tolist(), keys_fetched)
-        # The KL's course is answered for one run per setting: with seeds, the lowest one stands for its setting.
+        # The KL's course is answered per setting, over each of its seeds whose history was fetched.
         fetched = set(curves["run_id"])
-        labels = {row["run_ids"][0]: setting(row, keys) for _, row in points.iterrows() if row["run_ids"][0] in fetched}
+        labels = {setting(row, keys): [i for i in row["run_ids"] if i in fetched] for _, row in points.iterrows()}
         comparisons = papers.comparison_rows(done)
         sections += [
             document.findings_section(lines),
