@@ -76,16 +76,17 @@ def findings_section(lines: list[str]) -> Section:
     return Section("Findings", [Bullets(lines)])
 
 
-def papers_section(rows: list[list[str]]) -> Section:
-    return Section(
-        "Ours against the papers",
-        [
-            "Runs made with a paper's preset (experiment=...), our mean ± std over seeds (their count) beside the "
-            "published value; the notes list every setting in which our runs differ from the paper's protocol.",
-            Bullets(papers.sources()),
-            Table(papers.HEADER, rows, "papers"),
-        ],
-    )
+def papers_section(rows: list[list[str]], left_out: list[str]) -> Section:
+    blocks: list[str | Bullets | Table | Image | Code] = [
+        "Runs made with a paper's preset (experiment=...) with the preset's settings but for their seeds (a shortened "
+        "schedule in a row of its own), our mean ± std over seeds (their count) beside the published value; the "
+        "notes list every setting in which our runs differ from the paper's protocol.",
+        Bullets(papers.sources()),
+        Table(papers.HEADER, rows, "papers"),
+    ]
+    if left_out:
+        blocks += ["Runs of a preset left out of the comparison: another setting was overridden.", Bullets(left_out)]
+    return Section("Ours against the papers", blocks)
 
 
 def questions_section(kl_lines: list[str], latent_lines: list[str]) -> Section:
