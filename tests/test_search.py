@@ -18,6 +18,7 @@ from tests import postgres
 from tests.conftest import REPO, compose_job, experiment_runs, free_port, run_cli
 from vae_sweep import names
 from vae_sweep.errors import ConfigError
+from vae_sweep.jobs import trial as trial_hooks
 from vae_sweep.search import study as studies
 from vae_sweep.search.space import dimension, read_space
 
@@ -153,6 +154,21 @@ def test_successive_halving_keeps_the_best_third_at_the_warmup_epoch_and_three_a
     # A trial best at epoch 1 but worst by epoch 3 is stopped there, at the second rung.
     turning = [[100.0 - epoch for epoch in range(10)]] * 3 + [[90.0] + [200.0] * 9]
     assert pruned_at(pruner, turning)[-1] == 3
+
+
+def test_a_trial_that_trained_every_epoch_is_never_pruned():
+    # The pruner's verdict after the last epoch saves nothing: the trial is complete and keeps its evaluation.
+    hooks = trial_hooks.Trial("t", {}, "loss/test", report=lambda epoch, value: True, evaluate_pruned=False, epochs=3)
+    assert hooks.stop_after(2, {"loss/test": 100.0}) and hooks.pruned_epoch == 2
+    hooks.pruned_epoch = None
+    assert not hooks.stop_after(3, {"loss/test": 100.0}) and hooks.pruned_epoch is None
+
+
+def test_the_summary_says_when_the_pruner_left_fewer_than_two_complete_trials():
+    one = studies.Standing(complete=1, pruned=7, failed=0, best=None)
+    assert "Only 1 trial(s) trained to the end" in studies.few_complete(one, "successive_halving")
+    assert studies.few_complete(studies.Standing(2, 6, 0, None), "successive_halving") == ""
+    assert studies.few_complete(studies.Standing(1, 0, 0, None), "none") == ""
 
 
 def test_the_study_is_named_by_what_its_results_depend_on(workdir):

@@ -95,14 +95,15 @@ class SearchWorker:
             trial.set_user_attr(studies.HEARTBEAT, time.time())
             return epoch >= settings.warmup_epochs and trial.should_prune()
 
+        config = self.trial_config(trial.number, trial.params)
         hooks = trial_hooks.Trial(
             name=self.trial_name(trial.number, trial.params),
             tags={names.TAG_STUDY: self.plan.name, names.TAG_TRIAL: str(trial.number)},
             objective=settings.objective,
             report=report,
             evaluate_pruned=settings.evaluate_pruned,
+            epochs=config.training.epochs,
         )
-        config = self.trial_config(trial.number, trial.params)
         HydraConfig.instance().set_config(config)
         log.info(f"Trial {trial.number}: {' '.join(d.override(trial.params[d.key]) for d in self.dimensions)}")
         try:
@@ -253,6 +254,7 @@ class SearchSweeper(VaeSweeper):
                 f" Best: trial {best.number}, {self.config.search.objective} {best.value:.4g}"
                 f" (MLflow run {best.user_attrs.get(studies.RUN_ID, '?')})."
             )
+        summary += studies.few_complete(now, plan.pruner)
         broken = [job for job in workers if job.status != JobStatus.COMPLETED]
         ran = {number for job in workers if job.status == JobStatus.COMPLETED for number in job._return_value}
         # Trials that failed in an earlier run of the command were reported then; they count against the budget.

@@ -283,6 +283,16 @@ class Standing:
         return self.complete + self.pruned + self.failed
 
 
+def few_complete(now: Standing, pruner: str) -> str:
+    """What a summary line adds when the pruner left fewer than two complete trials: its best compares with nothing."""
+    if pruner == "none" or now.complete >= 2 or now.pruned == 0:
+        return ""
+    return (
+        f" Only {now.complete} trial(s) trained to the end: the pruner stopped {now.pruned}, so the best was compared "
+        "with no other complete trial; the early epochs may have misled it (README: Which pruner)."
+    )
+
+
 def standing(study: optuna.Study) -> Standing:
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
