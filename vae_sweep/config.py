@@ -148,7 +148,8 @@ class SearchConfig:
     sampler: Sampler = Sampler.tpe
     pruner: Pruner = Pruner.none
     seed: int = 0
-    objective: str = "loss/test"
+    # Selected and pruned on the validation split, so that the test set only reports (needs data.validation > 0).
+    objective: str = names.VAL_LOSS
     direction: Direction = Direction.minimize
     storage: str = MISSING
     study: Optional[str] = None
