@@ -89,7 +89,8 @@ def test_a_grid_sampler_needs_finite_dimensions():
 
 def plan(tmp_path: Path, budget: int = 3, **changes) -> studies.Plan:
     settings = dict(
-        storage=f"sqlite:///{tmp_path}/optuna.db", name="s", objective="loss/val", direction="minimize", sampler="random", pruner="none",
+        storage=f"sqlite:///{tmp_path}/optuna.db", name="s", objective="loss/val", direction="minimize",
+        sampler="random", pruner="none",
         seed=0, parallel=1, budget=budget, epochs=3, warmup_epochs=1, heartbeat_timeout_s=600.0,
         lock_file=str(tmp_path / "study.lock"),
     )  # fmt: skip
@@ -215,10 +216,8 @@ def test_the_pre_flight_checks_both_ends_and_every_choice():
 
 def search(workdir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """A search on the tiny data, selecting on loss/val of 100 of its 600 training images unless told otherwise."""
-    held_out = "data.validation=100"
-    return run_cli(
-        "vae_sweep", "-m", "hydra/sweeper=search", *FAST, held_out, *overrides, cwd=workdir, timeout=timeout
-    )
+    command = ["-m", "hydra/sweeper=search", *FAST, "data.validation=100", *overrides]
+    return run_cli("vae_sweep", *command, cwd=workdir, timeout=timeout)
 
 
 def the_study(workdir: Path) -> optuna.Study:
