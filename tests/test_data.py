@@ -117,8 +117,10 @@ def test_md5s_cover_the_four_files(tiny_data):
         assert digest == hashlib.md5((raw_folder("mnist", tiny_data) / filename).read_bytes()).hexdigest()
 
 
-def prepared(tiny_data, binarize: str, seed: int):
-    data_cfg = OmegaConf.structured(DataConfig(root=str(tiny_data), binarize=Binarize(binarize), download=False))
+def prepared(tiny_data, binarize: str, seed: int, validation: int = 0):
+    data_cfg = OmegaConf.structured(
+        DataConfig(root=str(tiny_data), binarize=Binarize(binarize), download=False, validation=validation)
+    )
     return prepare_data(data_cfg, torch.device("cpu"), seed)
 
 
@@ -149,3 +151,30 @@ def test_grey_levels_use_the_same_split_everywhere(tiny_data):
     data = prepared(tiny_data, "none", 0)
     assert data.train is data.train_eval is data.classifier_train
     assert data.test.images.dtype == torch.uint8 and len(set(data.test.images.unique().tolist())) > 2
+
+
+def test_a_validation_split_is_held_out_of_training_the_same_for_every_seed(tiny_data):
+    whole = prepared(tiny_data, "none", 0)
+    assert whole.val is None and list(whole.evaluated()) == ["test"]
+    seed0, seed1 = prepared(tiny_data, "none", 0, validation=100), prepared(tiny_data, "none", 1, validation=100)
+    assert list(seed0.evaluated()) == ["test", "val"]
+    assert len(seed0.val) == 100 and len(seed0.train) == len(whole.train) - 100
+    assert torch.equal(seed0.val.images, seed1.val.images) and torch.equal(seed0.train.images, seed1.train.images)
+    # Held out, not copied: no validation image is among the training images.
+    rows = {bytes(row.tolist()) for row in seed0.train.images}
+    assert not any(bytes(row.tolist()) in rows for row in seed0.val.images)
+    assert seed0.train_eval is seed0.train and seed0.classifier_train is seed0.train
+
+
+def test_a_binarized_validation_split_is_drawn_once_from_a_constant_seed(tiny_data):
+    fixed0, fixed1, dynamic1 = (
+        prepared(tiny_data, mode, seed, validation=50) for mode, seed in (("fixed", 0), ("fixed", 1), ("dynamic", 1))
+    )
+    assert set(fixed0.val.images.unique().tolist()) == {0, 255}
+    assert torch.equal(fixed0.val.images, fixed1.val.images) and torch.equal(fixed0.val.images, dynamic1.val.images)
+    assert len(fixed0.train) == len(fixed0.classifier_train) == len(dynamic1.train_eval) == 550
+
+
+def test_a_validation_split_as_large_as_the_training_set_is_refused(tiny_data):
+    with pytest.raises(UserError, match="data.validation: 600; allowed: 0 .none. up to 599"):
+        prepared(tiny_data, "none", 0, validation=600)

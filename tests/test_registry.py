@@ -40,10 +40,20 @@ def test_the_best_run_is_registered_and_loads_by_its_alias(two_runs, capsys):
     assert main(["register", "mnist-vae", "--all", "--tracking-uri", uri]) == 0
     output = capsys.readouterr().out
     assert f"from run {best.info.run_id}" in output and "the lowest loss/test" in output
-    assert "of the 2 finished runs of all runs" in output
+    assert "of the 2 finished runs of all runs; selected on the test set (no validation split" in output
     assert client.get_model_version_by_alias("mnist-vae", "best").run_id == best.info.run_id
     model, config = load_model("models:/mnist-vae@best", tracking_uri=uri)
     assert model.latent == config["model"]["latent"] == int(best.data.params["model.latent"])
+
+
+def test_best_is_the_lowest_validation_loss_where_every_run_has_one(two_runs, capsys):
+    client, uri, (best, worse) = two_runs
+    client.log_metric(best.info.run_id, "loss/val", 120.0)
+    client.log_metric(worse.info.run_id, "loss/val", 110.0)  # the test set's loser wins on validation data
+    assert main(["register", "vae", "--all", "--tracking-uri", uri]) == 0
+    output = capsys.readouterr().out
+    assert "the lowest loss/val (110;" in output and "selected on the validation split" in output
+    assert client.get_model_version_by_alias("vae", "best").run_id == worse.info.run_id
 
 
 def test_registering_a_chosen_run_moves_the_alias_to_a_new_version(two_runs):

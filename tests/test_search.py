@@ -90,7 +90,8 @@ def test_a_grid_sampler_needs_finite_dimensions():
 
 def plan(tmp_path: Path, budget: int = 3, **changes) -> studies.Plan:
     settings = dict(
-        storage=f"sqlite:///{tmp_path}/optuna.db", name="s", direction="minimize", sampler="random", pruner="none",
+        storage=f"sqlite:///{tmp_path}/optuna.db", name="s", objective="loss/val", direction="minimize",
+        sampler="random", pruner="none",
         seed=0, parallel=1, budget=budget, epochs=3, warmup_epochs=1, heartbeat_timeout_s=600.0,
         lock_file=str(tmp_path / "study.lock"),
     )  # fmt: skip
@@ -182,13 +183,57 @@ def test_the_study_is_named_by_what_its_results_depend_on(workdir):
     assert name() != name("training.epochs=3")
     assert name() != name("search.objective=loss/elbo/test")
     assert name("tracking.experiment=other").startswith("other-latent-")
+    # What proposes and judges the trials is the study's too: another seed, sampler or pruner is another study.
+    for setting in ("search.seed=1", "search.sampler=random", "search.pruner=median", "search.warmup_epochs=2"):
+        assert name() != name(setting), setting
+
+
+def test_the_study_is_named_by_its_parsed_space_not_its_spelling(workdir):
+    config = compose_job(workdir)
+
+    def name(text: str) -> str:
+        return studies.study_name(config, [dimension(parsed(f"model.latent={text}"), "model.latent")])
+
+    assert name("range(2, 5)") == name("range(2,5)") == name("int(interval(2,4))")
+    assert name("range(2,5)") != name("range(2,6)") and name("choice(2,3,4)") != name("range(2,5)")
+
+
+def test_a_named_study_refuses_other_settings_than_it_was_made_with(tmp_path):
+    plan(tmp_path, seed=0).study()
+    with pytest.raises(ConfigError, match="search.study=s was made with search.seed=0; this command has search.se"):
+        plan(tmp_path, seed=1).study()
+    with pytest.raises(ConfigError, match="made with search.sampler=random; .*pass search.study=<a new name>"):
+        plan(tmp_path, sampler="tpe").study()
+    assert plan(tmp_path, budget=9, parallel=2).study().user_attrs[studies.SETTINGS]["search.seed"] == "0"
+
+
+def test_the_study_names_its_objective_for_optuna_dashboard(tmp_path):
+    assert plan(tmp_path).study().metric_names == ["loss/val"]
+
+
+def test_a_validation_objective_without_a_validation_split_is_refused(workdir):
+    with pytest.raises(ConfigError, match="search.objective=loss/val is measured on the validation split, and data"):
+        studies.check_objective(compose_job(workdir))
+    studies.check_objective(compose_job(workdir, "data.validation=100"))
+    studies.check_objective(compose_job(workdir, "search.objective=loss/test"))
+
+
+def test_the_pre_flight_checks_both_ends_and_every_choice():
+    from hydra_plugins.vae_sweep_sweeper.search import SearchSweeper
+
+    choice = dimension(parsed("model.latent=choice(2, 0, -3)"), "model.latent")
+    assert SearchSweeper.extremes(choice) == [["model.latent=2"], ["model.latent=0"], ["model.latent=-3"]]
+    momentum = dimension(parsed("optimizer.momentum=interval(0.5, 1.0)"), "optimizer.momentum")
+    assert SearchSweeper.extremes(momentum) == [["optimizer.momentum=0.5"], ["optimizer.momentum=1.0"]]
 
 
 # ---- real small studies ---------------------------------------------------------------------------------------------
 
 
 def search(workdir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return run_cli("vae_sweep", "-m", "hydra/sweeper=search", *FAST, *overrides, cwd=workdir, timeout=timeout)
+    """A search on the tiny data, selecting on loss/val of 100 of its 600 training images unless told otherwise."""
+    command = ["-m", "hydra/sweeper=search", *FAST, "data.validation=100", *overrides]
+    return run_cli("vae_sweep", *command, cwd=workdir, timeout=timeout)
 
 
 def the_study(workdir: Path) -> optuna.Study:
@@ -311,6 +356,8 @@ def wait_for_a_trial_in_training(workdir: Path, process: subprocess.Popen, timeo
         ([*SPACE, "search.objective=quality/fid"], "Invalid value for search.objective"),
         ([*SPACE, "search.storage=postgresql+psycopg://nobody@127.0.0.1:9/none"], "cannot open the Optuna storage"),
         (["search.space.model.latent=int(interval(0, 4))"], "Invalid value for model.latent: 0"),
+        (["search.space.model.latent=choice(2, 0, -3)"], "Invalid value for model.latent: -3"),
+        ([*SPACE, "data.validation=0"], "search.objective=loss/val is measured on the validation split"),
         (["model.latent=2,3"], "not from a grid"),
     ],
 )

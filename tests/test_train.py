@@ -141,3 +141,19 @@ def test_evaluate_is_evaluate_with_posterior_without_it(tiny_data):
     terms, posterior = evaluate_with_posterior(model, test, 64, seed=5)
     assert terms == evaluate(model, test, 64, seed=5)
     assert posterior.means.shape == (len(test), 3) and posterior.kl_per_dim.shape == (3,)
+
+
+def test_a_validation_split_is_evaluated_every_epoch_beside_the_test_set(tiny_data, caplog):
+    torch.manual_seed(0)
+    train, test = load("mnist", tiny_data, download=False)
+    val = Split(train.images[:100], train.labels[:100])
+    model, recorder = VAE(latent=3, hidden=[16]), Recorder()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with caplog.at_level("INFO", logger="vae_sweep.core.train"):
+        history = fit(model, optimizer, train, {"test": test, "val": val}, training_settings(epochs=1), recorder)
+    row = history[-1]
+    val_keys = {names.epoch_key("val", term) for term in ("loss", "recon", "kl", "elbo")}
+    assert val_keys <= set(recorder.epochs[0][1]) and val_keys <= set(names.EPOCH_METRICS)
+    assert row[names.VAL_LOSS] == evaluate(model, val, 100, 7)["loss"]
+    assert row[names.VAL_LOSS] != row[names.TEST_LOSS]
+    assert "| val loss " in caplog.text

@@ -78,6 +78,8 @@ class DataConfig:
     root: str = MISSING
     binarize: Binarize = Binarize.none
     download: bool = True
+    # Training images held out as the validation split a search selects on; 0: none, training uses all of them.
+    validation: int = 0
 
 
 @dataclass
@@ -147,7 +149,8 @@ class SearchConfig:
     sampler: Sampler = Sampler.tpe
     pruner: Pruner = Pruner.none
     seed: int = 0
-    objective: str = "loss/test"
+    # Selected and pruned on the validation split, so that the test set only reports (needs data.validation > 0).
+    objective: str = names.VAL_LOSS
     direction: Direction = Direction.minimize
     storage: str = MISSING
     study: Optional[str] = None
@@ -200,6 +203,7 @@ def _is_device(value: str) -> bool:
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.latent": (lambda v: v >= 1, "an integer >= 1"),
     "model.hidden": (lambda v: len(v) >= 1 and all(h >= 1 for h in v), "a non-empty list of integers >= 1"),
+    "data.validation": (lambda v: v >= 0, "a number of training images >= 0 (0: no validation split)"),
     "training.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "training.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "training.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),

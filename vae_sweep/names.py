@@ -7,6 +7,11 @@ Jobs write these names and the report, reproduce and benchmarks read them back, 
 # The loss terms, in nats per image, as fit() returns them: recon + weight * kl = loss.
 TERMS = ("recon", "kl", "loss")
 SPLITS = ("train", "test")
+# The validation split: data.validation training images held out, evaluated every epoch where there are any. A search
+# selects and prunes on it, so that the test set only reports.
+VAL = "val"
+# The negative ELBO in nats, recon + kl, logged beside each evaluated split's loss (which weighs the KL by beta).
+ELBO = "elbo"
 
 
 LOSSES = "loss/"
@@ -26,7 +31,8 @@ TEST_LOSS = epoch_key("test", "loss")
 TEST_RECON = epoch_key("test", "recon")
 TEST_KL = epoch_key("test", "kl")
 # The negative ELBO on the test set, recon + kl: the test loss weighs the KL by training.beta, this by 1.
-TEST_ELBO = epoch_key("test", "elbo")
+TEST_ELBO = epoch_key("test", ELBO)
+VAL_LOSS = epoch_key(VAL, "loss")
 # Latent dimensions whose posterior mean varies over the test set by more than 0.01 (Burda et al., 2015).
 ACTIVE_UNITS = "active_units"
 KL_WEIGHT = "kl_weight"
@@ -38,6 +44,7 @@ EPOCH_TIME = TIMING + "epoch_s"
 EPOCH_METRICS = (
     *(epoch_key(split, term) for term in TERMS for split in SPLITS),
     TEST_ELBO,
+    *(epoch_key(VAL, term) for term in (*TERMS, ELBO)),
     ACTIVE_UNITS,
     KL_WEIGHT,
     LR,

@@ -152,7 +152,7 @@ class SearchSweeper(VaeSweeper):
 
         sweep_dir = self.make_sweep_dir()
         # Every dimension's ends (and every choice) composed and range-checked before any trial starts.
-        self.validate_batch_is_legal([[*fixed, *self.extremes(dimension)] for dimension in dimensions])
+        self.validate_batch_is_legal([[*fixed, *end] for dimension in dimensions for end in self.extremes(dimension)])
         HydraConfig.instance().set_config(self.config)  # the study's name resolves the config's interpolations
         plan = studies.make_plan(self.config, dimensions, sweep_dir)
         study = plan.study()
@@ -185,14 +185,15 @@ class SearchSweeper(VaeSweeper):
         return self.finish(study, plan, results, sweep_dir, parent)
 
     @staticmethod
-    def extremes(dimension) -> list[str]:
-        """Overrides at the dimension's ends (a choice: its first value): the points most likely out of range."""
+    def extremes(dimension) -> list[list[str]]:
+        """A sweep point per end of an interval or range and per choice: every value a check can refuse is one of them
+        (range checks are bounds, so the inside of an interval passes when both its ends do)."""
         from optuna.distributions import CategoricalDistribution
 
         distribution = dimension.distribution
         if isinstance(distribution, CategoricalDistribution):
-            return [dimension.override(distribution.choices[0])]
-        return [dimension.override(distribution.low)]
+            return [[dimension.override(choice)] for choice in distribution.choices]
+        return [[dimension.override(distribution.low)], [dimension.override(distribution.high)]]
 
     def parent_tags(self, plan) -> dict[str, str]:
         from vae_sweep.search.study import storage_label

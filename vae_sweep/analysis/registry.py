@@ -1,9 +1,11 @@
 """The best run of a sweep as a registered model, so a team loads it by name: vae_sweep.load_model("models:/NAME@best").
 
-python -m vae_sweep.registry register NAME [--sweep DIR | --run RUN_ID | --all] [--metric loss/test]
+python -m vae_sweep.registry register NAME [--sweep DIR | --run RUN_ID | --all] [--metric loss/val]
 
 Like the report, it covers the latest sweep of the experiment unless told otherwise. Each call adds a model version
-made from the chosen run's checkpoint artifact and moves the alias `best` to it.
+made from the chosen run's checkpoint artifact and moves the alias `best` to it. "Best" is the lowest validation loss
+where every candidate run holds out a validation split (data.validation), else the lowest test loss: a choice the test
+set made, which the printed reason says.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from vae_sweep.analysis.report.table import PRUNED, QUALITIES
 from vae_sweep.errors import UserError
 from vae_sweep.tracking.store import default_tracking_uri
 
-# The metrics a run can be chosen by: those the report ranks, each with its better direction.
+# The metrics a run can be chosen by: the validation loss and those the report ranks, each with its better direction.
 LOWER_IS_BETTER = {
-    quality.column: quality.lower_is_better for quality in QUALITIES if quality.lower_is_better is not None
+    names.VAL_LOSS: True,
+    **{quality.column: quality.lower_is_better for quality in QUALITIES if quality.lower_is_better is not None},
 }
 
 
@@ -39,15 +42,24 @@ class Choice:
     reason: str
 
 
-def choose_best(raw: pd.DataFrame, metric: str, selection: Selection) -> Choice:
-    """The finished run with the best value of `metric` among the selected runs, and why it was chosen; a trial that
-    its search pruned is no candidate, since it stopped before the epochs the others trained."""
-    if metric not in LOWER_IS_BETTER:
+def default_metric(finished: pd.DataFrame) -> str:
+    """loss/val where every finished candidate has it, else loss/test."""
+    column = f"metrics.{names.VAL_LOSS}"
+    has_val = column in finished and not finished.empty and bool(finished[column].notna().all())
+    return names.VAL_LOSS if has_val else names.TEST_LOSS
+
+
+def choose_best(raw: pd.DataFrame, metric: str | None, selection: Selection) -> Choice:
+    """The finished run with the best value of `metric` (None: default_metric) among the selected runs, and why it
+    was chosen; a trial that its search pruned is no candidate, since it stopped before the epochs the others
+    trained."""
+    if metric is not None and metric not in LOWER_IS_BETTER:
         raise UserError(f"--metric {metric} has no better direction; choose one of: {', '.join(LOWER_IS_BETTER)}.")
-    column = f"metrics.{metric}"
     state = f"tags.{names.TAG_TRIAL_STATE}"
     stopped = raw[state].isin([PRUNED]) if state in raw else pd.Series(False, index=raw.index)
     finished = raw[(raw["status"] == "FINISHED") & ~stopped]
+    metric = metric or default_metric(finished)
+    column = f"metrics.{metric}"
     scored = finished[finished[column].notna()] if column in finished else finished.iloc[:0]
     if scored.empty:
         raise UserError(
@@ -64,8 +76,18 @@ def choose_best(raw: pd.DataFrame, metric: str, selection: Selection) -> Choice:
             f"the {'lowest' if lower else 'highest'} {metric} ({value:.4g}; {'lower' if lower else 'higher'} is "
             f"better) of the {len(scored)} finished runs of {selection.description}"
         )
+    reason += f"; selected on the {split_of(metric)}"
     name = best.get("tags.mlflow.runName") or best["run_id"]
     return Choice(best["run_id"], name, best["artifact_uri"], metric, value, reason)
+
+
+def split_of(metric: str) -> str:
+    """Which data chose: a test-set choice is an optimistic estimate of the winner's test loss."""
+    if metric.endswith("/" + names.VAL):
+        return "validation split"
+    if metric.endswith("/test") or metric.startswith("quality/test"):
+        return "test set (no validation split: the winner's test number is optimistic)"
+    return f"metric {metric}"
 
 
 def register(client: MlflowClient, name: str, choice: Choice) -> ModelVersion:
@@ -116,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--sweep", help="a sweep's multirun folder (its sweep.id tag); default: the latest sweep")
     which.add_argument("--run", help="this run, whatever its metric")
     which.add_argument("--all", action="store_true", help="every run of the experiment")
-    registering.add_argument("--metric", default=names.TEST_LOSS, help=f"what 'best' means (default {names.TEST_LOSS})")
+    registering.add_argument(
+        "--metric",
+        help=f"what 'best' means (default {names.VAL_LOSS} where every run holds out a validation split, else "
+        f"{names.TEST_LOSS})",
+    )
     registering.add_argument("--tracking-uri", help="the store (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     register_command(parser.parse_args(argv))
     return 0

@@ -183,8 +183,12 @@ def file_md5s(name: str, root: str | os.PathLike) -> dict[str, str]:
 
 
 # Seeds of the binarized copies every job evaluates on, whatever training.seed and data.binarize are: the test set,
-# and the copy of the training set that train-side numbers and the FID/IS classifier use in binarized modes.
-EVAL_BINARIZE_SEEDS = {"test": 20151, "train": 20152}
+# the validation split, and the copy of the training set that train-side numbers and the FID/IS classifier use in
+# binarized modes.
+EVAL_BINARIZE_SEEDS = {"test": 20151, "train": 20152, "val": 20153}
+# The draw of the images data.validation holds out of the training set: one constant, so that every training.seed
+# (and every trial of a search) trains on the same images and is judged on the same held-out ones.
+VALIDATION_SEED = 20150
 
 
 @dataclass
@@ -195,18 +199,43 @@ class Data:
     test: Split  # every test number's images: binarized once from EVAL_BINARIZE_SEEDS in both binarized modes
     train_eval: Split  # the training set as train-side evaluation sees it: the same kind of pixels as test
     classifier_train: Split  # the FID/IS classifier's training images: the same for every training.seed
+    val: Split | None = None  # data.validation images held out of train, the same kind of pixels as test
+
+    def evaluated(self) -> dict[str, Split]:
+        """The splits evaluated after every epoch, by split name: test, and val where one is held out."""
+        return {"test": self.test} | ({} if self.val is None else {"val": self.val})
+
+
+def hold_out(train: Split, count: int) -> tuple[Split, Split | None]:
+    """`count` images of the training set drawn from VALIDATION_SEED, and the rest (each in the files' order)."""
+    if count == 0:
+        return train, None
+    if count >= len(train):
+        raise UserError(
+            f"Invalid value for data.validation: {count}; allowed: 0 (none) up to {len(train) - 1}, fewer than the "
+            f"{len(train)} training images."
+        )
+    held = torch.zeros(len(train), dtype=torch.bool)
+    held[torch.randperm(len(train), generator=torch.Generator().manual_seed(VALIDATION_SEED))[:count]] = True
+    return Split(train.images[~held], train.labels[~held]), Split(train.images[held], train.labels[held])
+
+
+def _fixed_binarized(split: Split | None, seed: int, device: torch.device) -> Split | None:
+    return None if split is None else binarize_split(split, torch.Generator().manual_seed(seed)).to(device)
 
 
 def prepare_data(data_cfg, device: torch.device, seed: int) -> Data:
     """A `data` config node's splits on the device; fixed binarization draws the training set from `seed`."""
     train, test = load(data_cfg.name.value, data_cfg.root, data_cfg.download)
+    train, val = hold_out(train, data_cfg.validation)
     mode = data_cfg.binarize.value
     if mode == "none":
         train, test = train.to(device), test.to(device)
-        return Data(train, test, train, train)
-    test = binarize_split(test, torch.Generator().manual_seed(EVAL_BINARIZE_SEEDS["test"])).to(device)
-    fixed_copy = binarize_split(train, torch.Generator().manual_seed(EVAL_BINARIZE_SEEDS["train"])).to(device)
+        return Data(train, test, train, train, None if val is None else val.to(device))
+    test = _fixed_binarized(test, EVAL_BINARIZE_SEEDS["test"], device)
+    val = _fixed_binarized(val, EVAL_BINARIZE_SEEDS["val"], device)
+    fixed_copy = _fixed_binarized(train, EVAL_BINARIZE_SEEDS["train"], device)
     if mode == "fixed":
-        trained_on = binarize_split(train, torch.Generator().manual_seed(seed)).to(device)
-        return Data(trained_on, test, trained_on, fixed_copy)
-    return Data(train.to(device), test, fixed_copy, fixed_copy)
+        trained_on = _fixed_binarized(train, seed, device)
+        return Data(trained_on, test, trained_on, fixed_copy, val)
+    return Data(train.to(device), test, fixed_copy, fixed_copy, val)

@@ -1,4 +1,5 @@
-"""The training loop: epochs of seeded mini-batches over in-memory tensors, evaluated on the full test set."""
+"""The training loop: epochs of seeded mini-batches over in-memory tensors, evaluated on the full test set (and the
+validation split, where one is held out)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import torch
 from torch import Tensor
@@ -123,19 +124,38 @@ def evaluate(model: VAE, split: Split, batch_size: int, seed: int, weight: float
     return evaluate_with_posterior(model, split, batch_size, seed, weight)[0]
 
 
-def _summary_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+def _summary_line(epoch: int, epochs: int, metrics: dict[str, float], splits: Iterable[str]) -> str:
     def terms(split: str) -> str:
         loss, recon, kl = (metrics[names.epoch_key(split, term)] for term in ("loss", "recon", "kl"))
         return f"{split} loss {loss:.2f} (recon {recon:.2f}, kl {kl:.2f})"
 
-    return f"epoch {epoch}/{epochs} | {terms('train')} | {terms('test')} | {metrics[names.EPOCH_TIME]:.1f} s"
+    parts = [terms(split) for split in ("train", *splits)]
+    return f"epoch {epoch}/{epochs} | {' | '.join(parts)} | {metrics[names.EPOCH_TIME]:.1f} s"
+
+
+def evaluate_splits(model: VAE, splits: dict[str, Split], training) -> tuple[dict[str, float], Posterior]:
+    """Every split's terms and negative ELBO, by names.epoch_key, and the test split's posterior.
+
+    The loss is the plain ELBO's (weight = beta) so that epochs stay comparable during warm-up; with beta != 1 it
+    weighs the KL by beta, the negative ELBO in nats by 1.
+    """
+    metrics, posterior = {}, None
+    for split, images in splits.items():
+        terms, seen = evaluate_with_posterior(
+            model, images, training.eval_batch_size, training.eval_seed, training.beta
+        )
+        metrics.update({names.epoch_key(split, term): value for term, value in terms.items()})
+        metrics[names.epoch_key(split, names.ELBO)] = terms["recon"] + terms["kl"]
+        if split == "test":
+            posterior = seen
+    return metrics, posterior
 
 
 def fit(
     model: VAE,
     optimizer: torch.optim.Optimizer,
     train: Split,
-    test: Split,
+    evaluated: Split | dict[str, Split],  # split name -> images evaluated every epoch ("test", "val"); a Split: test
     training,  # the `training` node of the config
     sink: EpochSink,
     dynamic_binarize: bool = False,
@@ -146,7 +166,7 @@ def fit(
     on_posterior: Callable[[int, Posterior], None] | None = None,
     should_stop: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> list[dict[str, float]]:
-    """Train up to training.epochs epochs; report and return each epoch's train and test terms.
+    """Train up to training.epochs epochs; report and return each epoch's train terms and each evaluated split's.
 
     A resumed job passes the batch-order generator and the history restored from its checkpoint and carries on
     after the last epoch in that history. `on_epoch_end` (the checkpoint) runs before the epoch is reported, so
@@ -161,6 +181,7 @@ def fit(
     # exist (vae_sweep.jobs.runtime.set_cpu_threads).
     torch.set_flush_denormal(True)
     generator = generator if generator is not None else torch.Generator().manual_seed(training.seed)
+    splits = evaluated if isinstance(evaluated, dict) else {"test": evaluated}
     history = list(history or [])
     progress = training.progress and sys.stderr.isatty()
     for epoch in range(len(history) + 1, training.epochs + 1):
@@ -181,14 +202,9 @@ def fit(
             epoch,
             training.grad_clip,
         )
-        # The test loss is the plain ELBO's (weight = beta) so that epochs stay comparable during warm-up.
-        test_terms, posterior = evaluate_with_posterior(
-            model, test, training.eval_batch_size, training.eval_seed, training.beta
-        )
         metrics = {names.epoch_key("train", term): value for term, value in train_terms.items()}
-        metrics.update({names.epoch_key("test", term): value for term, value in test_terms.items()})
-        # With beta != 1 the test loss weighs the KL by beta; the negative ELBO in nats weighs it by 1.
-        metrics[names.TEST_ELBO] = test_terms["recon"] + test_terms["kl"]
+        evaluation, posterior = evaluate_splits(model, splits, training)
+        metrics.update(evaluation)
         metrics[names.ACTIVE_UNITS] = posterior.active_units
         metrics[names.KL_WEIGHT] = weight
         metrics[names.LR] = optimizer.param_groups[0]["lr"]
@@ -199,7 +215,7 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(history)
         sink.log_epoch(epoch, metrics)
-        log.info(_summary_line(epoch, training.epochs, metrics))
+        log.info(_summary_line(epoch, training.epochs, metrics, splits))
         if should_stop is not None and should_stop(epoch, metrics):
             log.info(f"Stopped after epoch {epoch} of {training.epochs}: pruned by the search.")
             break

@@ -72,9 +72,12 @@ def write_figures(
 def classifier_key(cfg: DictConfig) -> str:
     """The classifier cache entry of the job's data: binarized runs score against a classifier of binarized data.
 
-    Both binarized modes train it on the same fixed-seed copy (core.data.Data.classifier_train), so they share it.
+    Both binarized modes train it on the same fixed-seed copy (core.data.Data.classifier_train), so they share it. A
+    validation split leaves it fewer training images: its own entry, so that jobs with and without one do not train
+    over each other's.
     """
-    return cfg.data.name.value + ("" if cfg.data.binarize.value == "none" else "_binarized")
+    held_out = f"_val{cfg.data.validation}" if cfg.data.validation else ""
+    return cfg.data.name.value + ("" if cfg.data.binarize.value == "none" else "_binarized") + held_out
 
 
 def classifier_to_train(cfg: DictConfig) -> bool:

@@ -187,7 +187,9 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         history = checkpoint.restore_training_state(state, model, optimizer, generator) if state else []
         kl_history = checkpoint.restored_kl_history(state)
         log.info(
-            f"{cfg.data.name.value}: {len(train)} train / {len(test)} test images on {device}; "
+            f"{cfg.data.name.value}: {len(train)} train / {len(test)} test images"
+            + (f" / {len(data.val)} validation images held out of training" if data.val is not None else "")
+            + f" on {device}; "
             f"model {list(cfg.model.hidden)} -> latent {cfg.model.latent}"
             + (f"; resuming after epoch {len(history)}" if history else "")
         )
@@ -201,8 +203,8 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         frames = EpochFrames(model, test, tracker, cfg.tracking.image_every, cfg.training.epochs)
         try:
             history = fit(
-                model, optimizer, train, test, cfg.training, ContinuingSink(tracker, history, frames), dynamic,
-                generator, history, saver, lr_schedule(cfg.optimizer),
+                model, optimizer, train, data.evaluated(), cfg.training, ContinuingSink(tracker, history, frames),
+                dynamic, generator, history, saver, lr_schedule(cfg.optimizer),
                 lambda epoch, posterior: kl_history.append(posterior.kl_per_dim.tolist()),
                 search_trial.stop_after if search_trial is not None else None,
             )  # fmt: skip

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Sequence
 import optuna
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
 from vae_sweep import names
@@ -34,6 +36,10 @@ RUN_ID = "mlflow_run_id"
 ERROR = "error"
 RETRY_OF = "retry_of"  # on a trial queued again after its worker died: the number of the trial it continues
 REQUEUED = "requeued"  # on the trial it continues
+# A study's user attribute: the search settings that decide which trials it proposes and how it judges them, as the
+# command that created it had them; another command on the same study must have the same (see check_settings).
+SETTINGS = "search_settings"
+STUDY_SETTINGS = ("sampler", "seed", "pruner", "warmup_epochs", "objective", "direction")
 SQLITE_WAIT_S = 60  # workers write to one SQLite file: a write waits this long for another's to finish
 # The config groups a trial's result depends on (folders and tracking are not among them).
 RESULT_GROUPS = ("model", "data", "optimizer", "training", "eval")
@@ -81,6 +87,7 @@ class Plan:
 
     storage: str
     name: str
+    objective: str
     direction: str
     sampler: str
     pruner: str
@@ -128,7 +135,7 @@ class Plan:
             before = len(optuna.load_study(study_name=self.name, storage=storage).trials)
         except KeyError:
             before = 0
-        return optuna.create_study(
+        study = optuna.create_study(
             storage=storage,
             study_name=self.name,
             direction=self.direction,
@@ -136,20 +143,52 @@ class Plan:
             pruner=self.pruner_made(),
             load_if_exists=True,
         )
+        check_settings(study, self.settings())
+        if study.metric_names != [self.objective]:
+            with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
+                study.set_metric_names([self.objective])  # optuna-dashboard's name for the value, else "Objective 0"
+        return study
+
+    def settings(self) -> dict[str, str]:
+        return {f"search.{key}": str(getattr(self, key)) for key in STUDY_SETTINGS}
 
     def lock(self) -> AbstractContextManager:
         return FileLock(self.lock_file)
 
 
+def check_settings(study: optuna.Study, settings: dict[str, str]) -> None:
+    """Record the settings on a new study; refuse a command whose settings differ from the ones it was made with:
+    the study would go on with another sampler or judge, and a finished one would report its old best as the new."""
+    made_with = study.user_attrs.get(SETTINGS)
+    if made_with is None:
+        study.set_user_attr(SETTINGS, settings)
+        return
+    changed = {key: value for key, value in made_with.items() if settings.get(key) != value}
+    if changed:
+        was = " ".join(f"{key}={value}" for key, value in changed.items())
+        now = " ".join(f"{key}={settings.get(key)}" for key in changed)
+        raise ConfigError(
+            f"search.study={study.study_name} was made with {was}; this command has {now}. To continue it, pass "
+            f"{was}; to start a new study, pass search.study=<a new name>."
+        )
+
+
+def dimension_identity(dimension: Dimension) -> list:
+    """What a dimension means, whatever its spelling: range(2, 5) and range(2,5) are one space."""
+    return [dimension.key, distribution_to_json(dimension.distribution), list(dimension.override_values)]
+
+
 def study_name(config: DictConfig, dimensions: Sequence[Dimension]) -> str:
     """The experiment, the searched keys, and a hash of everything the trials' results depend on but the space's
-    values: the same command, or the same preset, continues the same study; another objective or setting starts one."""
+    values, of the space and of the settings that propose and judge trials (STUDY_SETTINGS): the same command, or the
+    same preset, continues the same study; another space, objective, sampler, seed or pruner starts one."""
     searched = {dimension.key for dimension in dimensions}
     # Folders and tracking are left out before resolving: the sweep's own config has no job folder yet.
     groups = {key: OmegaConf.to_container(config[key], resolve=True, enum_to_str=True) for key in RESULT_GROUPS}
     fixed = {k: v for k, v in flatten(groups).items() if defines_result(k) and k not in searched}
-    settings = config.search
-    payload = [fixed, sorted((d.key, d.text) for d in dimensions), settings.objective, settings.direction.value]
+    search = OmegaConf.to_container(config.search, resolve=True, enum_to_str=True)
+    settings = {key: search[key] for key in STUDY_SETTINGS}
+    payload = [fixed, sorted(dimension_identity(d) for d in dimensions), settings]
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
     keys = "-".join(sorted(key.rsplit(".", 1)[-1] for key in searched))
     return f"{config.tracking.experiment}-{keys}-{digest}"
@@ -162,8 +201,20 @@ def lock_file(storage: str, sweep_dir: Path, name: str) -> str:
     return str(sweep_dir / "search.lock")
 
 
+def check_objective(config: DictConfig) -> None:
+    """A validation metric needs a validation split to be logged."""
+    objective = config.search.objective
+    if objective.endswith("/" + names.VAL) and not config.data.validation:
+        raise ConfigError(
+            f"search.objective={objective} is measured on the validation split, and data.validation=0 holds none "
+            "out: pass data.validation=10000 (the search presets do), or search.objective=loss/test to select on "
+            "the test set (its winner's test loss is then optimistic)."
+        )
+
+
 def make_plan(config: DictConfig, dimensions: Sequence[Dimension], sweep_dir: Path) -> Plan:
     settings = config.search
+    check_objective(config)
     name = settings.study or study_name(config, dimensions)
     grid = None
     budget = settings.trials
@@ -178,6 +229,7 @@ def make_plan(config: DictConfig, dimensions: Sequence[Dimension], sweep_dir: Pa
     return Plan(
         storage=settings.storage,
         name=name,
+        objective=settings.objective,
         direction=settings.direction.value,
         sampler=settings.sampler.value,
         pruner=settings.pruner.value,
