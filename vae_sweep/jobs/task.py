@@ -166,7 +166,8 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     tags.update({names.TAG_THREADS: str(torch.get_num_threads()), names.TAG_DEVICE: str(device)})
 
     # Placement and runtime settings stay in the config artifact: as params they would pose as swept axes.
-    params = {key: value for key, value in flatten(config).items() if defines_result(key)}
+    # Unset keys stay out, as they do of the fingerprint: runs from before a key existed compare with later ones.
+    params = {key: value for key, value in flatten(config).items() if defines_result(key) and value is not None}
     with tracked_run(store, name, params, tags, resume_id, cfg.tracking.system_metrics_s) as tracker:
         if (folder / names.HYDRA_DIR).is_dir():
             tracker.log_artifacts(folder / names.HYDRA_DIR, names.ARTIFACT_HYDRA)

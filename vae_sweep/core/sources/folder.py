@@ -137,7 +137,7 @@ def decode(path: Path, pixels: Pixels) -> tuple[np.ndarray, str]:
             image = image.convert("L" if channels == GREY else "RGB")
             if pixels.size is not None:
                 image = image.resize((pixels.size, pixels.size), Image.Resampling.BILINEAR)
-            array = np.asarray(image)
+            array = np.array(image)  # a copy torch may write to: asarray's view of the image is read-only
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise UserError(f"{path} is not a readable image ({error}); remove or replace it.") from None
     return (array[None] if array.ndim == 2 else array.transpose(2, 0, 1)), hashlib.md5(content).hexdigest()
