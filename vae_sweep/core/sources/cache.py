@@ -31,9 +31,14 @@ def key(root: Path, files: list[Path], settings: list) -> str:
     """The entry of these files as they are now (paths, sizes, modification times), decoded with `settings`."""
     digest = hashlib.sha256(json.dumps([FORMAT, str(root.resolve()), settings]).encode())
     for file in files:
-        status = file.stat()
-        digest.update(f"{file.relative_to(root).as_posix()}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        status = os.stat(file)
+        digest.update(f"{relative(root, file)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
+
+
+def relative(root: Path, file: Path) -> str:
+    """`file`'s path under `root`, which it was listed from (a prefix cut: Path.relative_to costs ~10 us a file)."""
+    return str(file)[len(str(root)) :].lstrip(os.sep).replace(os.sep, "/")
 
 
 def read(entry: str) -> dict | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +42,30 @@ class Listing:
     classes: list[str] | None = None  # the class subfolders' names, in label order
 
 
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
 def _entries(folder: Path) -> tuple[list[Path], list[Path], int]:
-    """Image files and subfolders directly in `folder`, and how many other files it holds."""
-    entries = sorted(path for path in folder.iterdir() if not path.name.startswith("."))
-    images = [path for path in entries if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
-    folders = [path for path in entries if path.is_dir()]
+    """Image files and subfolders directly in `folder`, and how many other files it holds.
+
+    Names are sorted as strings and told apart by scandir's entry types: sorting Paths and asking each one is_file()
+    took seconds for 70,000 files.
+    """
+    with os.scandir(folder) as scan:
+        entries = sorted((entry.name, entry.is_dir()) for entry in scan if not entry.name.startswith("."))
+    images = [folder / name for name, is_dir in entries if not is_dir and _is_image(name)]
+    folders = [folder / name for name, is_dir in entries if is_dir]
     return images, folders, len(entries) - len(images) - len(folders)
+
+
+def _walk(folder: Path) -> list[str]:
+    """Every file under `folder` but hidden ones, as sorted strings."""
+    found = []
+    for parent, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [os.path.join(parent, name) for name in files if not name.startswith(".")]
+    return sorted(found)
 
 
 def list_images(folder: Path, classes: list[str] | None = None) -> Listing:
@@ -68,8 +87,8 @@ def list_images(folder: Path, classes: list[str] | None = None) -> Listing:
         raise UserError(f"{folder / unknown[0]} is a class the training images lack; allowed: {', '.join(index)}.")
     files, labels = [], []
     for class_folder in folders:
-        found = sorted(p for p in class_folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        kept = [path for path in found if path.suffix.lower() in IMAGE_SUFFIXES]
+        found = _walk(class_folder)
+        kept = [Path(path) for path in found if _is_image(path)]
         files += kept
         labels += [index[class_folder.name]] * len(kept)
         skipped += len(found) - len(kept)
@@ -169,7 +188,7 @@ def decode_all(files: list[Path], pixels: Pixels, desc: str) -> tuple[torch.Tens
 
 def _split_md5(root: Path, files: list[Path], md5s: list[str]) -> str:
     """One MD5 over a split's files: their paths (which carry the class) and contents."""
-    lines = sorted(f"{file.relative_to(root).as_posix()} {md5}" for file, md5 in zip(files, md5s, strict=True))
+    lines = sorted(f"{cache.relative(root, file)} {md5}" for file, md5 in zip(files, md5s, strict=True))
     return hashlib.md5("\n".join(lines).encode()).hexdigest()
 
 
