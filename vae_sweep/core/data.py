@@ -229,10 +229,10 @@ def prepare_data(data_cfg, device: torch.device, seed: int, own: Loaded | None =
     mode = data_cfg.binarize.value
     if mode == "none":
         train, test = train.to(device), test.to(device)
-        return Data(train, test, train, train, shape)
+        return Data(train, test, train, train, shape=shape)
     test = binarize_split(test, torch.Generator().manual_seed(EVAL_BINARIZE_SEEDS["test"])).to(device)
     fixed_copy = binarize_split(train, torch.Generator().manual_seed(EVAL_BINARIZE_SEEDS["train"])).to(device)
     if mode == "fixed":
         trained_on = binarize_split(train, torch.Generator().manual_seed(seed)).to(device)
-        return Data(trained_on, test, trained_on, fixed_copy, shape)
-    return Data(train.to(device), test, fixed_copy, fixed_copy, shape)
+        return Data(trained_on, test, trained_on, fixed_copy, shape=shape)
+    return Data(train.to(device), test, fixed_copy, fixed_copy, shape=shape)
