@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.conftest import compose_job, experiment_runs, run_cli, train_in_process
 from vae_sweep import names
-from vae_sweep.config import OWN_DATA, Dataset, to_container, validate
+from vae_sweep.config import OWN_DATA, OWN_DATA_KEYS, Dataset, to_container, validate
 from vae_sweep.core import data as core_data
 from vae_sweep.core.sources import Pixels, cache, folder, load_source
 from vae_sweep.errors import ConfigError, UserError
@@ -199,7 +199,10 @@ def test_data_keys_are_checked_before_any_job(tmp_path, overrides, message):
 
 def test_mnist_fingerprints_are_those_of_before_own_data(tmp_path):
     """The keys data=images added are unset for MNIST and leave its runs' fingerprints, so their resume, as it was."""
-    assert fingerprint(to_container(compose_job(tmp_path))) == "cd647f6bfbf30c5f"
+    config = to_container(compose_job(tmp_path, "data=fashion_mnist", "model.latent=20"))
+    without = {**config, "data": {k: v for k, v in config["data"].items() if k not in OWN_DATA_KEYS}}
+    assert fingerprint(config) == fingerprint(without)
+    assert fingerprint(config, "a digest") != fingerprint(config)
 
 
 @pytest.fixture
