@@ -83,7 +83,7 @@ def test_other_data_retrains(tiny_splits, tmp_path, monkeypatch):
     train, test = tiny_splits
     calls = []
 
-    def stand_in(train, test):
+    def stand_in(train, test, **settings):
         calls.append(len(train))
         return SmallCNN(), 0.5
 

@@ -21,6 +21,12 @@ class Activation(Enum):
 class Dataset(Enum):
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"
+    images = "images"  # a folder of image files (core/sources/folder.py)
+    arrays = "arrays"  # an .npz of image arrays (core/sources/arrays.py)
+
+
+# The datasets a user brings, at data.path; the others are MNIST-style IDX files under data.root.
+OWN_DATA = (Dataset.images, Dataset.arrays)
 
 
 class Binarize(Enum):
@@ -78,8 +84,13 @@ class DataConfig:
     root: str = MISSING
     binarize: Binarize = Binarize.none
     download: bool = True
-    # Training images held out as the validation split a search selects on; 0: none, training uses all of them.
-    validation: int = 0
+    # Training images held out as the validation split a search selects on; None or 0: none, training uses all.
+    validation: Optional[int] = None
+    # data=images and data=arrays only; None (unset) leaves a run's fingerprint as it was before these keys existed.
+    path: Optional[str] = None
+    size: Optional[int] = None  # resize every image to size x size
+    channels: Optional[int] = None  # 1 (grey) or 3 (RGB): convert every image
+    test_fraction: Optional[float] = None  # of a single folder's images, drawn once as the test split
 
 
 @dataclass
@@ -204,6 +215,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.latent": (lambda v: v >= 1, "an integer >= 1"),
     "model.hidden": (lambda v: len(v) >= 1 and all(h >= 1 for h in v), "a non-empty list of integers >= 1"),
     "data.validation": (lambda v: v >= 0, "a number of training images >= 0 (0: no validation split)"),
+    "data.size": (lambda v: v >= 1, "an integer >= 1 (pixels per side)"),
+    "data.channels": (lambda v: v in (1, 3), "1 (grey) or 3 (RGB)"),
+    "data.test_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "training.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "training.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "training.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
@@ -248,6 +262,29 @@ def validate(cfg: DictConfig) -> None:
             shown = list(value) if OmegaConf.is_list(value) else value
             raise ConfigError(f"Invalid value for {key}: {shown!r}; allowed: {allowed}.")
     _check_schedule_length(cfg)
+    _check_data_source(cfg)
+
+
+# Keys that only a user's own images read: set for MNIST they would be silently ignored.
+OWN_DATA_KEYS = ("path", "size", "channels", "test_fraction")
+
+
+def _check_data_source(cfg: DictConfig) -> None:
+    """data.path is where data=images and data=arrays read from; the MNIST datasets take none of their keys."""
+    name = OmegaConf.select(cfg, "data.name")
+    if name is None:
+        return
+    if name in OWN_DATA and OmegaConf.select(cfg, "data.path") is None:
+        raise ConfigError(
+            f"Missing data.path for data={name.value}; allowed: "
+            + ("a folder of images." if name == Dataset.images else "an .npz file with x_train and x_test.")
+        )
+    if name not in OWN_DATA:
+        for key in OWN_DATA_KEYS:
+            if OmegaConf.select(cfg, f"data.{key}") is not None:
+                raise ConfigError(
+                    f"data.{key} applies to data=images and data=arrays, not data={name.value}; allowed: unset."
+                )
 
 
 def _check_schedule_length(cfg: DictConfig) -> None:
@@ -278,6 +315,8 @@ NOT_RESULT = (
     "paths.",
     "data.root",
     "data.download",
+    # A folder or file stands for its contents: a run's fingerprint carries their digest, wherever they lie.
+    "data.path",
     "eval.classifier_dir",
     "training.threads",
     "training.progress",

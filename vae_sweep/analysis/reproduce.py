@@ -209,7 +209,7 @@ def current_provenance(folder: Path, overrides: list[str]) -> dict[str, str]:
     from hydra.core.hydra_config import HydraConfig
 
     from vae_sweep.config import register_configs, validate
-    from vae_sweep.core.data import file_md5s
+    from vae_sweep.core.data import data_md5s, load_own
     from vae_sweep.tracking.provenance import provenance
 
     register_configs()
@@ -217,7 +217,7 @@ def current_provenance(folder: Path, overrides: list[str]) -> dict[str, str]:
         cfg = compose("reproduce", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     validate(cfg)
-    md5s = file_md5s(cfg.data.name.value, cfg.data.root)
+    md5s = data_md5s(cfg.data, load_own(cfg.data))
     return {**provenance(Path(cfg.paths.root_dir)), **{f"{names.TAG_DATA_MD5}{k}": v for k, v in md5s.items()}}
 
 

@@ -1,4 +1,5 @@
-"""MNIST-style datasets held in memory as one tensor of grey levels per split, batched by a seeded permutation."""
+"""Datasets held in memory as one tensor of pixels per split, batched by a seeded permutation: MNIST-style IDX files
+here, a user's own folders and arrays through core.sources."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
+from vae_sweep.core.sources import Loaded, Pixels, load_source
 from vae_sweep.errors import UserError
 
 DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 
 GREY_LEVELS = 255
+# (channels, height, width) of the MNIST-style datasets; a source of a user's own images gives its own.
+MNIST_SHAPE = (1, 28, 28)
 # Rows converted to floats at a time where a whole split is converted, binarized, hashed or moved (3 MB of floats).
 CHUNK_ROWS = 1024
 
@@ -37,10 +41,10 @@ def to_float(pixels: Tensor) -> Tensor:
 
 @dataclass
 class Split:
-    # (N, 784) uint8 grey levels k standing for k / 255 (a quarter of the memory of floats), or float32 in [0, 1].
+    # (N, C*H*W) uint8 grey levels k standing for k / 255 (a quarter of the memory of floats), or float32 in [0, 1].
     # Read the pixels as floats through rows(), chunks() or floats() (or to_float on a slice), whatever the storage.
     images: Tensor
-    labels: Tensor  # (N,) int64
+    labels: Tensor | None  # (N,) int64; None for a user's images without classes
     _statistics: tuple[float, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -77,14 +81,15 @@ class Split:
 
     def to(self, device: torch.device) -> "Split":
         device = torch.device(device)
+        labels = None if self.labels is None else self.labels.to(device)
         if device.type == "cpu" or self.images.is_floating_point():
-            return Split(self.images.to(device), self.labels.to(device))
+            return Split(self.images.to(device), labels)
         # An accelerator gets float pixels converted here on the CPU, as they always were: its own division by 255
         # may round differently. A chunk at a time keeps the CPU copy small.
         images = torch.empty(self.images.shape, dtype=torch.float32, device=device)
         for rows, chunk in zip(images.split(CHUNK_ROWS), self.chunks(CHUNK_ROWS), strict=True):
             rows.copy_(chunk)
-        return Split(images, self.labels.to(device))
+        return Split(images, labels)
 
 
 def raw_folder(name: str, root: str | os.PathLike) -> Path:
@@ -182,6 +187,22 @@ def file_md5s(name: str, root: str | os.PathLike) -> dict[str, str]:
     return sums
 
 
+def load_own(data_cfg) -> Loaded | None:
+    """A user's own images (data=images, data=arrays) in memory, or None for the MNIST datasets: prepare_data reads
+    those itself."""
+    if data_cfg.name.value in DATASETS:
+        return None
+    pixels = Pixels(data_cfg.size, data_cfg.channels)
+    return load_source(data_cfg.name.value, data_cfg.path, pixels, data_cfg.get("test_fraction"))
+
+
+def data_md5s(data_cfg, own: Loaded | None) -> dict[str, str]:
+    """MD5s of what the job's data was read from, as its tags record them: per raw file, or per split of a folder."""
+    if own is None:
+        return file_md5s(data_cfg.name.value, data_cfg.root)
+    return {name: md5 for sums in own.split_md5s.values() for name, md5 in sums.items()}
+
+
 # Seeds of the binarized copies every job evaluates on, whatever training.seed and data.binarize are: the test set,
 # the validation split, and the copy of the training set that train-side numbers and the FID/IS classifier use in
 # binarized modes.
@@ -199,6 +220,7 @@ class Data:
     test: Split  # every test number's images: binarized once from EVAL_BINARIZE_SEEDS in both binarized modes
     train_eval: Split  # the training set as train-side evaluation sees it: the same kind of pixels as test
     classifier_train: Split  # the FID/IS classifier's training images: the same for every training.seed
+    shape: tuple[int, int, int] = MNIST_SHAPE  # channels, height, width of every image (rows are flattened)
     val: Split | None = None  # data.validation images held out of train, the same kind of pixels as test
 
     def evaluated(self) -> dict[str, Split]:
@@ -206,9 +228,9 @@ class Data:
         return {"test": self.test} | ({} if self.val is None else {"val": self.val})
 
 
-def hold_out(train: Split, count: int) -> tuple[Split, Split | None]:
+def hold_out(train: Split, count: int | None) -> tuple[Split, Split | None]:
     """`count` images of the training set drawn from VALIDATION_SEED, and the rest (each in the files' order)."""
-    if count == 0:
+    if not count:
         return train, None
     if count >= len(train):
         raise UserError(
@@ -217,25 +239,30 @@ def hold_out(train: Split, count: int) -> tuple[Split, Split | None]:
         )
     held = torch.zeros(len(train), dtype=torch.bool)
     held[torch.randperm(len(train), generator=torch.Generator().manual_seed(VALIDATION_SEED))[:count]] = True
-    return Split(train.images[~held], train.labels[~held]), Split(train.images[held], train.labels[held])
+    labels = (None, None) if train.labels is None else (train.labels[~held], train.labels[held])
+    return Split(train.images[~held], labels[0]), Split(train.images[held], labels[1])
 
 
 def _fixed_binarized(split: Split | None, seed: int, device: torch.device) -> Split | None:
     return None if split is None else binarize_split(split, torch.Generator().manual_seed(seed)).to(device)
 
 
-def prepare_data(data_cfg, device: torch.device, seed: int) -> Data:
-    """A `data` config node's splits on the device; fixed binarization draws the training set from `seed`."""
-    train, test = load(data_cfg.name.value, data_cfg.root, data_cfg.download)
-    train, val = hold_out(train, data_cfg.validation)
+def prepare_data(data_cfg, device: torch.device, seed: int, own: Loaded | None = None) -> Data:
+    """A `data` config node's splits on the device, from `own` (a user's images, loaded already) or the IDX files;
+    fixed binarization draws the training set from `seed`."""
+    if own is None:
+        (train, test), shape = load(data_cfg.name.value, data_cfg.root, data_cfg.download), MNIST_SHAPE
+    else:
+        (train, test), shape = (Split(*own.train), Split(*own.test)), own.shape
+    train, val = hold_out(train, data_cfg.get("validation"))
     mode = data_cfg.binarize.value
     if mode == "none":
         train, test = train.to(device), test.to(device)
-        return Data(train, test, train, train, None if val is None else val.to(device))
+        return Data(train, test, train, train, shape=shape, val=None if val is None else val.to(device))
     test = _fixed_binarized(test, EVAL_BINARIZE_SEEDS["test"], device)
     val = _fixed_binarized(val, EVAL_BINARIZE_SEEDS["val"], device)
     fixed_copy = _fixed_binarized(train, EVAL_BINARIZE_SEEDS["train"], device)
     if mode == "fixed":
         trained_on = _fixed_binarized(train, seed, device)
-        return Data(trained_on, test, trained_on, fixed_copy, val)
-    return Data(train.to(device), test, fixed_copy, fixed_copy, val)
+        return Data(trained_on, test, trained_on, fixed_copy, shape=shape, val=val)
+    return Data(train.to(device), test, fixed_copy, fixed_copy, shape=shape, val=val)

@@ -9,16 +9,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae_sweep.core.data import to_float
-from vae_sweep.core.model import PIXELS, kl_per_dim
+from vae_sweep.core.model import kl_per_dim
 
 # Largest tensor (in elements) one step of the IWAE bound builds: 2**22 float32 values are 16 MiB.
 MAX_ELEMENTS = 2**22
 
 
-def _chunk_sizes(k: int, latent: int, batch_size: int, max_elements: int) -> tuple[int, int]:
+def _chunk_sizes(k: int, latent: int, batch_size: int, max_elements: int, pixels: int) -> tuple[int, int]:
     """Images per chunk and samples per decoder pass, so that noise and logits stay under max_elements."""
     images = max(1, min(batch_size, max_elements // (k * latent)))
-    samples = max(1, min(k, max_elements // (images * PIXELS)))
+    samples = max(1, min(k, max_elements // (images * pixels)))
     return images, samples
 
 
@@ -56,7 +56,7 @@ def iwae_bound(
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    chunk, samples = _chunk_sizes(k, model.latent, batch_size, max_elements)
+    chunk, samples = _chunk_sizes(k, model.latent, batch_size, max_elements, images.shape[1])
     total = 0.0
     try:
         with torch.no_grad():

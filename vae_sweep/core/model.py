@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Sequence
 
 import torch
@@ -39,7 +40,7 @@ class VAE(nn.Module):
         return mu, logvar
 
     def decode_logits(self, z: Tensor) -> Tensor:
-        """Bernoulli logits of the 784 pixels; the loss works on these for numerical stability."""
+        """Bernoulli logits of the pixels; the loss works on these for numerical stability."""
         return self.decoder(z)
 
     def decode(self, z: Tensor) -> Tensor:
@@ -76,7 +77,8 @@ def loss_terms(x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor, beta: floa
     return {"recon": recon, "kl": kl, "loss": recon + beta * kl}
 
 
-def build_model(model_cfg) -> VAE:
-    """The VAE a `model` config node (or its plain-dict form) describes."""
+def build_model(model_cfg, shape: Sequence[int] = (1, IMAGE_SIZE, IMAGE_SIZE)) -> VAE:
+    """The VAE a `model` config node (or its plain-dict form) describes, for images of `shape` (C, H, W)."""
     activation = model_cfg["activation"]
-    return VAE(model_cfg["latent"], list(model_cfg["hidden"]), getattr(activation, "value", activation))
+    pixels = math.prod(shape)
+    return VAE(model_cfg["latent"], list(model_cfg["hidden"]), getattr(activation, "value", activation), pixels)

@@ -8,12 +8,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vae_sweep.core.data import CHUNK_ROWS, Split, batch_indices, to_float
+from vae_sweep.core.data import CHUNK_ROWS, MNIST_SHAPE, Split, batch_indices, to_float
 from vae_sweep.core.io import save_atomically
 from vae_sweep.core.memory import release_freed_memory
 from vae_sweep.core.metrics import (
@@ -22,13 +23,14 @@ from vae_sweep.core.metrics import (
     inception_score,
     inception_score_splits,
 )
-from vae_sweep.core.model import IMAGE_SIZE
 
 # Two epochs with a linearly decaying learning rate reach about 98.7-98.8% test accuracy on MNIST;
 # one epoch, or two at a constant rate, land at or just under 98.5%.
 EPOCHS = 2
 FEATURES = 128
 CLASSES = 10
+# The smallest image side its two 3x3 convolutions and 2x2 pooling leave a feature map of.
+MIN_SIDE = 6
 # Images per forward pass when scoring a set. Sets are cut into runs of 1000 images (an accelerator scores each run in
 # one pass, its memory is not the job's); the CPU cuts each run again into passes of 50 to 99 images: 1000 images'
 # activations added ~350 MB to a job's peak memory. Every image gets the same outputs bit for bit either way, and
@@ -57,14 +59,23 @@ class SmallCNN(nn.Module):
     """The PyTorch MNIST example's net: two 3x3 convolutions, max-pooling, a 128-unit hidden layer, dropout.
 
     Pixels are standardized with the training set's mean and deviation, kept as buffers so a cached net has them.
+    Images of another `shape` (C, H, W; H and W at least 6) or number of `classes` get the same layers, sized to fit.
     """
 
-    def __init__(self, pixel_mean: float = 0.0, pixel_std: float = 1.0):
+    def __init__(
+        self,
+        pixel_mean: float = 0.0,
+        pixel_std: float = 1.0,
+        shape: Sequence[int] = MNIST_SHAPE,
+        classes: int = CLASSES,
+    ):
         super().__init__()
+        self.shape = tuple(shape)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean))
         self.register_buffer("pixel_std", torch.tensor(pixel_std))
+        pooled = ((shape[1] - 4) // 2) * ((shape[2] - 4) // 2)
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3),
+            nn.Conv2d(shape[0], 32, 3),
             nn.ReLU(),
             nn.Conv2d(32, 64, 3),
             # Pooling before the ReLU gives the same values and gradients as after it (max and ReLU commute, and the
@@ -73,18 +84,18 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
             nn.Dropout(0.25),
             nn.Flatten(),
-            nn.Linear(64 * 12 * 12, FEATURES),
+            nn.Linear(64 * pooled, FEATURES),
             nn.ReLU(),
         )
-        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(FEATURES, CLASSES))
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(FEATURES, classes))
 
     def features(self, x: Tensor) -> Tensor:
-        """Penultimate activations (N, 128) of flat (N, 784) images in [0, 1]."""
+        """Penultimate activations (N, 128) of flat (N, C*H*W) images in [0, 1]."""
         standardized = (x - self.pixel_mean) / self.pixel_std
-        return self.body(standardized.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+        return self.body(standardized.reshape(-1, *self.shape))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Class logits (N, 10)."""
+        """Class logits (N, classes)."""
         return self.head(self.features(x))
 
 
@@ -111,7 +122,13 @@ def _train_epoch(model: SmallCNN, optimizer, schedule, train: Split, batch_size:
 
 
 def train_classifier(
-    train: Split, test: Split, epochs: int = EPOCHS, seed: int = 0, batch_size: int = 128, threads: int | None = None
+    train: Split,
+    test: Split,
+    epochs: int = EPOCHS,
+    seed: int = 0,
+    batch_size: int = 128,
+    threads: int | None = None,
+    shape: Sequence[int] = MNIST_SHAPE,
 ) -> tuple[SmallCNN, float]:
     """A SmallCNN trained on `train` (on the images' device), and its accuracy on `test`.
 
@@ -125,7 +142,7 @@ def train_classifier(
         # A private RNG state: the seed fixes initialization and dropout without disturbing the caller's draws.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            model = SmallCNN(*train.pixel_statistics()).to(device)
+            model = SmallCNN(*train.pixel_statistics(), shape, class_count(train)).to(device)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
             steps = epochs * math.ceil(len(train) / batch_size)
             schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.0, total_iters=steps)
@@ -173,7 +190,13 @@ def reference(model: SmallCNN, train: Split, test: Split) -> dict:
     }
 
 
-def load_or_train(dataset_name: str, train: Split, test: Split, cache_dir: str | os.PathLike) -> Scorer:
+def class_count(train: Split) -> int:
+    return int(train.labels.max()) + 1
+
+
+def load_or_train(
+    dataset_name: str, train: Split, test: Split, cache_dir: str | os.PathLike, shape: Sequence[int] = MNIST_SHAPE
+) -> Scorer:
     """The classifier cached as cache_dir/<dataset>_cnn.pt when it was trained on this data, else a new one.
 
     The reference scores are cached with it: they are the same for every job, and cost as much as scoring its
@@ -188,10 +211,10 @@ def load_or_train(dataset_name: str, train: Split, test: Split, cache_dir: str |
             payload = cached
     if payload is None:
         release_freed_memory()  # training's activations are the largest of the job: start it from a trimmed heap
-        model, test_accuracy = train_classifier(train, test)
+        model, test_accuracy = train_classifier(train, test, shape=shape)
         newly_trained = True
         payload = {"state_dict": model.state_dict(), "accuracy": test_accuracy, "fingerprint": data_md5}
-    model = SmallCNN().to(train.images.device)
+    model = SmallCNN(shape=shape, classes=class_count(train)).to(train.images.device)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     if "reference" not in payload:  # new, or cached before the reference was

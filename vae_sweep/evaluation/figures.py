@@ -13,7 +13,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from vae_sweep import names
-from vae_sweep.core.model import IMAGE_SIZE
+from vae_sweep.core.data import MNIST_SHAPE
 from vae_sweep.evaluation.plotting import plt, saved_figure
 
 GRID_PADDING = 2
@@ -22,16 +22,18 @@ GRID_PAD_VALUE = 0.5
 LOSS_TERMS = (("kl", "KL"), ("recon", "reconstruction"), ("loss", "total (the objective)"))
 
 
-def image_grid(images: Tensor, nrow: int) -> np.ndarray:
-    """(N, 784) pixel values in [0, 1] as one (H, W) picture, nrow images per row, filled row by row."""
-    tiles = images.detach().cpu().float().reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
-    # make_grid copies the single channel into three; one is the picture.
-    return make_grid(tiles, nrow=nrow, padding=GRID_PADDING, pad_value=GRID_PAD_VALUE)[0].numpy()
+def image_grid(images: Tensor, nrow: int, shape: Sequence[int] = MNIST_SHAPE) -> np.ndarray:
+    """(N, C*H*W) pixel values in [0, 1] of images of `shape` (C, H, W) as one picture, nrow images per row, filled
+    row by row: (height, width) for grey images, (height, width, 3) for RGB."""
+    tiles = images.detach().cpu().float().reshape(-1, *shape)
+    grid = make_grid(tiles, nrow=nrow, padding=GRID_PADDING, pad_value=GRID_PAD_VALUE)
+    # make_grid copies a single channel into three; one is the picture.
+    return grid[0].numpy() if shape[0] == 1 else grid.permute(1, 2, 0).numpy()
 
 
-def _tile_centre(index: float) -> float:
-    """Pixel coordinate of the centre of the tile at row or column `index` of an image_grid."""
-    return GRID_PADDING + index * (IMAGE_SIZE + GRID_PADDING) + (IMAGE_SIZE - 1) / 2
+def _tile_centre(index: float, side: int = MNIST_SHAPE[1]) -> float:
+    """Pixel coordinate of the centre of the tile at row or column `index` of an image_grid of tiles `side` long."""
+    return GRID_PADDING + index * (side + GRID_PADDING) + (side - 1) / 2
 
 
 def _show_grid(ax, grid: np.ndarray) -> None:
@@ -57,7 +59,11 @@ def losses(history: list[dict[str, float]], path: Path | str) -> Path:
 
 
 def reconstructions(
-    real: Tensor, reconstructed: Tensor, path: Path | str, title: str = "Test images and their reconstructions"
+    real: Tensor,
+    reconstructed: Tensor,
+    path: Path | str,
+    title: str = "Test images and their reconstructions",
+    shape: Sequence[int] = MNIST_SHAPE,
 ) -> Path:
     """Real images in the top row, each one's reconstruction beneath it."""
     if real.shape != reconstructed.shape:
@@ -65,18 +71,18 @@ def reconstructions(
     path = Path(path)
     columns = len(real)
     with saved_figure(path, figsize=(0.6 * columns + 1.5, 3)) as (fig, ax):
-        _show_grid(ax, image_grid(torch.cat([real, reconstructed]), nrow=columns))
-        ax.set_yticks([_tile_centre(0), _tile_centre(1)], ["real", "reconstructed"])
+        _show_grid(ax, image_grid(torch.cat([real, reconstructed]), nrow=columns, shape=shape))
+        ax.set_yticks([_tile_centre(0, shape[1]), _tile_centre(1, shape[1])], ["real", "reconstructed"])
         ax.set_xticks([])
         ax.set_title(title)
     return path
 
 
-def samples(images: Tensor, path: Path | str) -> Path:
+def samples(images: Tensor, path: Path | str, shape: Sequence[int] = MNIST_SHAPE) -> Path:
     """Decoded prior samples in a square grid (8x8 for 64)."""
     path = Path(path)
     with saved_figure(path, figsize=(7, 7.5)) as (fig, ax):
-        _show_grid(ax, image_grid(images, nrow=math.ceil(math.sqrt(len(images)))))
+        _show_grid(ax, image_grid(images, nrow=math.ceil(math.sqrt(len(images))), shape=shape))
         ax.set_axis_off()
         ax.set_title(f"{len(images)} samples decoded from z ~ N(0, I)\n(pixel probabilities of p(x|z), not binarised)")
     return path
@@ -91,9 +97,14 @@ def pca_2d(means: Tensor) -> tuple[Tensor, Tensor]:
     return centred @ axes[:2].T, variances[:2] / variances.sum()
 
 
-def latent_scatter(means: Tensor, labels: Tensor, path: Path | str, class_names: Sequence[str] | None = None) -> Path:
-    """Posterior means of the test set coloured by class: as they are in 1-D and 2-D, a PCA projection above."""
+def latent_scatter(
+    means: Tensor, labels: Tensor | None, path: Path | str, class_names: Sequence[str] | None = None
+) -> Path:
+    """Posterior means of the test set coloured by class (in one colour without labels): as they are in 1-D and
+    2-D, a PCA projection above."""
     path = Path(path)
+    if labels is None:
+        labels, class_names = torch.zeros(len(means), dtype=torch.long), ["unlabelled"]
     means, labels = means.detach().cpu().float(), labels.detach().cpu()
     latent = means.shape[1]
     if latent == 1:
@@ -132,7 +143,11 @@ def latent_scatter(means: Tensor, labels: Tensor, path: Path | str, class_names:
 
 
 def manifold_grid(
-    decode: Callable[[Tensor], Tensor], n: int = 20, span: float = 3.0, device: torch.device | str = "cpu"
+    decode: Callable[[Tensor], Tensor],
+    n: int = 20,
+    span: float = 3.0,
+    device: torch.device | str = "cpu",
+    shape: Sequence[int] = MNIST_SHAPE,
 ) -> np.ndarray:
     """Images decoded on an n x n grid over [-span, span]^2, z1 rising left to right and z2 bottom to top."""
     values = torch.linspace(-span, span, n, device=device)
@@ -140,7 +155,7 @@ def manifold_grid(
     with torch.no_grad():
         images = decode(torch.stack([z1.flatten(), z2.flatten()], dim=1)).detach().cpu()
     # z2 rises with the row of the batch, but the first row of a picture is its top one.
-    return image_grid(images.reshape(n, n, -1).flip(0).reshape(n * n, -1), nrow=n)
+    return image_grid(images.reshape(n, n, -1).flip(0).reshape(n * n, -1), nrow=n, shape=shape)
 
 
 def manifold(
@@ -149,6 +164,7 @@ def manifold(
     n: int = 20,
     span: float = 3.0,
     device: torch.device | str = "cpu",
+    shape: Sequence[int] = MNIST_SHAPE,
 ) -> Path:
     """The decoder over a square of a 2-D latent space; `device` is where decode expects its z."""
     path = Path(path)
@@ -157,9 +173,9 @@ def manifold(
     tile_indices = (tick_values + span) / (2 * span) * (n - 1)
     tick_labels = [f"{value:g}" for value in tick_values]
     with saved_figure(path, figsize=(9, 9)) as (fig, ax):
-        _show_grid(ax, manifold_grid(decode, n, span, device))
-        ax.set_xticks([_tile_centre(index) for index in tile_indices], tick_labels)
-        ax.set_yticks([_tile_centre(n - 1 - index) for index in tile_indices], tick_labels)
+        _show_grid(ax, manifold_grid(decode, n, span, device, shape))
+        ax.set_xticks([_tile_centre(index, shape[2]) for index in tile_indices], tick_labels)
+        ax.set_yticks([_tile_centre(n - 1 - index, shape[1]) for index in tile_indices], tick_labels)
         ax.set_xlabel("z1")
         ax.set_ylabel("z2")
         ax.set_title(f"Decoder means over the latent square [{-span:g}, {span:g}]², {n}×{n} grid")

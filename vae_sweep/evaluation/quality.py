@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from filelock import FileLock
@@ -11,7 +12,7 @@ from torch import Tensor
 
 from vae_sweep import names
 from vae_sweep.core import metrics
-from vae_sweep.core.data import Split
+from vae_sweep.core.data import MNIST_SHAPE, Split
 from vae_sweep.core.model import VAE
 from vae_sweep.core.train import evaluate
 from vae_sweep.evaluation import classifier
@@ -47,11 +48,13 @@ def latent_usage(means: Tensor, logvars: Tensor) -> tuple[dict[str, float], Tens
     return {names.Q_ACTIVE_UNITS: metrics.active_units(means), names.Q_KL_MAX_DIM: kl.max().item()}, kl
 
 
-def load_classifier(dataset: str, train: Split, test: Split, cache_dir: Path) -> classifier.Scorer:
+def load_classifier(
+    dataset: str, train: Split, test: Split, cache_dir: Path, shape: Sequence[int] = MNIST_SHAPE
+) -> classifier.Scorer:
     """The dataset's classifier, trained once; the lock keeps parallel jobs from training it side by side."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_dir / f"{dataset}.lock")):
-        return classifier.load_or_train(dataset, train, test, cache_dir)
+        return classifier.load_or_train(dataset, train, test, cache_dir, shape)
 
 
 def sample_quality(model: VAE, scorer: classifier.Scorer, test: Split, eval_cfg) -> dict[str, float]:

@@ -10,6 +10,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
+from vae_sweep.core.data import MNIST_SHAPE
 from vae_sweep.core.io import save_atomically
 from vae_sweep.core.model import VAE, build_model
 from vae_sweep.errors import UserError
@@ -23,7 +24,8 @@ def save(model: VAE, config: dict, path: Path, **extra) -> None:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict]:
     """The trained model (in eval mode) and the resolved config it was trained with."""
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    model = build_model(checkpoint["config"]["model"])
+    # Checkpoints from before a user's own images carry no shape: theirs is MNIST's.
+    model = build_model(checkpoint["config"]["model"], checkpoint.get("shape", MNIST_SHAPE))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint["config"]
 

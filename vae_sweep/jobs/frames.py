@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
 from vae_sweep import names
-from vae_sweep.core.data import Split, to_float
+from vae_sweep.core.data import MNIST_SHAPE, Split, to_float
 from vae_sweep.core.model import VAE
 from vae_sweep.evaluation.figures import image_grid
 from vae_sweep.tracking.runs import MlflowTracker, NullTracker
@@ -16,8 +18,8 @@ DRAWS = 16  # prior draws
 SCALE = 3  # pixels per image pixel: 28-pixel digits are too small to read in the UI's image cards
 
 
-def _picture(images: torch.Tensor, nrow: int) -> np.ndarray:
-    grid = image_grid(images, nrow=nrow)
+def _picture(images: torch.Tensor, nrow: int, shape: Sequence[int]) -> np.ndarray:
+    grid = image_grid(images, nrow=nrow, shape=shape)
     return (grid.repeat(SCALE, axis=0).repeat(SCALE, axis=1) * 255).round().astype(np.uint8)
 
 
@@ -28,8 +30,16 @@ class EpochFrames:
     The draws come from their own generator, so logging frames leaves the training RNG, and the result, untouched.
     """
 
-    def __init__(self, model: VAE, test: Split, tracker: MlflowTracker | NullTracker, every: int, epochs: int):
-        self.model, self.tracker, self.every, self.epochs = model, tracker, every, epochs
+    def __init__(
+        self,
+        model: VAE,
+        test: Split,
+        tracker: MlflowTracker | NullTracker,
+        every: int,
+        epochs: int,
+        shape: Sequence[int] = MNIST_SHAPE,
+    ):
+        self.model, self.tracker, self.every, self.epochs, self.shape = model, tracker, every, epochs, shape
         device = test.images.device
         self.inputs = to_float(test.images[:INPUTS])
         self.draws = torch.randn(DRAWS, model.latent, generator=torch.Generator().manual_seed(0)).to(device)
@@ -45,6 +55,7 @@ class EpochFrames:
         self.model.eval()
         means, _ = self.model.encode(self.inputs)
         pairs = torch.cat([self.inputs, self.model.decode(means)])
-        self.tracker.log_image(_picture(pairs, INPUTS), names.IMAGE_RECONSTRUCTIONS, epoch)
-        self.tracker.log_image(_picture(self.model.decode(self.draws), DRAWS // 2), names.IMAGE_SAMPLES, epoch)
+        self.tracker.log_image(_picture(pairs, INPUTS, self.shape), names.IMAGE_RECONSTRUCTIONS, epoch)
+        draws = _picture(self.model.decode(self.draws), DRAWS // 2, self.shape)
+        self.tracker.log_image(draws, names.IMAGE_SAMPLES, epoch)
         self.model.train(training)

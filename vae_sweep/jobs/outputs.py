@@ -14,10 +14,11 @@ from omegaconf import DictConfig
 
 from vae_sweep import names
 from vae_sweep.core import metrics
-from vae_sweep.core.data import Data, Split, to_float
+from vae_sweep.core.data import Data, to_float
 from vae_sweep.core.memory import release_freed_memory
 from vae_sweep.core.model import VAE
 from vae_sweep.evaluation import figures, quality
+from vae_sweep.evaluation.classifier import MIN_SIDE
 from vae_sweep.jobs import checkpoint
 from vae_sweep.tracking.runs import MlflowTracker, NullTracker
 
@@ -33,6 +34,7 @@ class JobOutputs:
     folder: Path
     tracker: MlflowTracker | NullTracker
     kl_history: list[list[float]] = field(default_factory=list)  # the test set's KL per dimension, one row an epoch
+    data_digest: str | None = None  # of a user's own images (core.sources); None for the MNIST datasets
 
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:
@@ -52,39 +54,58 @@ def write_kl_history(kl_history: list[list[float]], path: Path) -> None:
 
 @torch.no_grad()
 def write_figures(
-    model: VAE, test: Split, history: list[dict[str, float]], folder: Path, means, logvars, kl_history=()
+    model: VAE, data: Data, history: list[dict[str, float]], folder: Path, means, logvars, kl_history=()
 ) -> None:
     """The study's figures for a trained model, from the test set and fixed seeds so that runs compare."""
-    images = test.images
+    images, shape = data.test.images, data.shape
     figures.losses(history, folder / names.FIG_LOSSES)
     reconstructed = model.decode(means[:16]).cpu()
-    figures.reconstructions(to_float(images[:16]).cpu(), reconstructed, folder / names.FIG_RECONSTRUCTIONS)
+    real = to_float(images[:16]).cpu()
+    figures.reconstructions(real, reconstructed, folder / names.FIG_RECONSTRUCTIONS, shape=shape)
     prior_draws = model.sample(64, torch.Generator(images.device).manual_seed(0)).cpu()
-    figures.samples(prior_draws, folder / names.FIG_SAMPLES)
-    figures.latent_scatter(means.cpu(), test.labels.cpu(), folder / names.FIG_LATENT_SCATTER)
+    figures.samples(prior_draws, folder / names.FIG_SAMPLES, shape)
+    figures.latent_scatter(means.cpu(), data.test.labels, folder / names.FIG_LATENT_SCATTER)
     if model.latent == 2:
-        figures.manifold(model.decode, folder / names.FIG_MANIFOLD, device=images.device)
+        figures.manifold(model.decode, folder / names.FIG_MANIFOLD, device=images.device, shape=shape)
     figures.kl_per_dim(metrics.kl_per_dimension(means, logvars).cpu(), folder / names.FIG_KL_PER_DIM)
     if kl_history:
         figures.kl_per_dim_history(torch.tensor(kl_history), folder / names.FIG_KL_PER_DIM_HISTORY)
 
 
-def classifier_key(cfg: DictConfig) -> str:
+def classifier_key(cfg: DictConfig, data_digest: str | None = None) -> str:
     """The classifier cache entry of the job's data: binarized runs score against a classifier of binarized data.
 
-    Both binarized modes train it on the same fixed-seed copy (core.data.Data.classifier_train), so they share it. A
+    Both binarized modes train it on the same fixed-seed copy (core.data.Data.classifier_train), so they share it.
+    A user's own images get an entry per content (`data_digest`), and per size and channels they are converted to. A
     validation split leaves it fewer training images: its own entry, so that jobs with and without one do not train
     over each other's.
     """
-    held_out = f"_val{cfg.data.validation}" if cfg.data.validation else ""
-    return cfg.data.name.value + ("" if cfg.data.binarize.value == "none" else "_binarized") + held_out
+    name = cfg.data.name.value
+    if data_digest is not None:
+        name += f"_{data_digest[:12]}_{cfg.data.size or 'asis'}_{cfg.data.channels or 'asis'}"
+    held_out = f"_val{cfg.data.validation}" if cfg.data.get("validation") else ""
+    return name + ("" if cfg.data.binarize.value == "none" else "_binarized") + held_out
 
 
-def classifier_to_train(cfg: DictConfig) -> bool:
+def unscored_because(data: Data) -> str | None:
+    """Why samples of this data get no FID or inception score, if they get none."""
+    if data.test.labels is None:
+        return "the data has no labels to train their classifier on"
+    if min(data.shape[1:]) < MIN_SIDE:
+        return f"images of {data.shape[2]}x{data.shape[1]} pixels are too small for their classifier (>= {MIN_SIDE})"
+    return None
+
+
+def scores_samples(cfg: DictConfig, data: Data) -> bool:
+    """Whether the end-of-run evaluation scores samples with the data's classifier."""
+    return cfg.eval.enabled and cfg.eval.sample_quality and unscored_because(data) is None
+
+
+def classifier_to_train(cfg: DictConfig, data: Data, data_digest: str | None = None) -> bool:
     """Whether the end-of-run evaluation will find no cached classifier to score samples with, and train one."""
-    if not (cfg.eval.enabled and cfg.eval.sample_quality):
+    if not scores_samples(cfg, data):
         return False
-    return not (Path(cfg.eval.classifier_dir) / f"{classifier_key(cfg)}_cnn.pt").exists()
+    return not (Path(cfg.eval.classifier_dir) / f"{classifier_key(cfg, data_digest)}_cnn.pt").exists()
 
 
 def evaluate_quality(model: VAE, data: Data, means, logvars, out: JobOutputs) -> dict[str, float]:
@@ -101,11 +122,13 @@ def evaluate_quality(model: VAE, data: Data, means, logvars, out: JobOutputs) ->
     results.update(usage)
     (out.folder / names.KL_PER_DIM).write_text(json.dumps([round(value, 6) for value in kl.tolist()]))
     out.tracker.log_artifact(out.folder / names.KL_PER_DIM)
-    if cfg.eval.sample_quality:
-        key = classifier_key(cfg)
+    if cfg.eval.sample_quality and unscored_because(data):
+        log.info(f"quality: no FID or inception score: {unscored_because(data)}.")
+    if scores_samples(cfg, data):
+        key = classifier_key(cfg, out.data_digest)
         cache = Path(cfg.eval.classifier_dir)
         started = time.perf_counter()
-        scorer = quality.load_classifier(key, data.classifier_train, test, cache)
+        scorer = quality.load_classifier(key, data.classifier_train, test, cache, data.shape)
         if scorer.newly_trained:
             # Once per machine and dataset, inside this run's duration: said so, or the run looks slow.
             results[names.CLASSIFIER_TIME] = time.perf_counter() - started
@@ -121,7 +144,7 @@ def evaluate_quality(model: VAE, data: Data, means, logvars, out: JobOutputs) ->
     else:
         likelihood = f"IWAE bound on grey levels -L_k ({bound}; not a likelihood) {results[names.Q_IWAE_GREY]:.2f} nats"
     samples = ""
-    if cfg.eval.sample_quality:
+    if scores_samples(cfg, data):
         samples = (
             f", {cfg.eval.samples} samples: FID {results[names.Q_FID]:.2f}, inception score "
             f"{results[names.Q_IS_MEAN]:.2f} ± {results[names.Q_IS_STD]:.2f} over 10 splits"
@@ -167,9 +190,9 @@ def write_outputs(model: VAE, data: Data, history: list[dict[str, float]], out: 
     model.eval()
     release_freed_memory()  # what training freed
     write_history(history, folder / names.HISTORY)
-    checkpoint.save(model, out.config, folder / names.CHECKPOINT, epoch=cfg.training.epochs)
+    checkpoint.save(model, out.config, folder / names.CHECKPOINT, epoch=cfg.training.epochs, shape=list(data.shape))
     means, logvars = metrics.posterior_means(model, test.images, cfg.training.eval_batch_size)
-    write_figures(model, test, history, folder / names.FIGURES, means, logvars, out.kl_history)
+    write_figures(model, data, history, folder / names.FIGURES, means, logvars, out.kl_history)
     final = {key: value for key, value in history[-1].items() if key != "epoch"}
     end_of_run = {names.TRAIN_TIME: sum(row[names.EPOCH_TIME] for row in history)}
     if cfg.eval.enabled:

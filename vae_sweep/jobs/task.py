@@ -17,9 +17,10 @@ from omegaconf import DictConfig, open_dict
 from vae_sweep import names
 from vae_sweep.config import defines_result, flatten, to_container, validate
 from vae_sweep.core import signals
-from vae_sweep.core.data import RAW_FILES, Split, file_md5s, prepare_data, raw_folder
+from vae_sweep.core.data import RAW_FILES, Split, data_md5s, load_own, prepare_data, raw_folder
 from vae_sweep.core.model import build_model
 from vae_sweep.core.optim import build_optimizer, lr_schedule
+from vae_sweep.core.sources import Loaded
 from vae_sweep.core.train import fit
 from vae_sweep.errors import UserError
 from vae_sweep.jobs import checkpoint, trial
@@ -95,9 +96,12 @@ def resumable_run_id(decision: Decision, checkpoints: Path) -> str | None:
     return decision.run.info.run_id
 
 
-def data_splits(data_cfg, md5s: dict[str, str], train: Split, test: Split) -> list[DataSplit]:
+def data_splits(data_cfg, md5s: dict[str, str], train: Split, test: Split, own: Loaded | None) -> list[DataSplit]:
     """The run's inputs for MLflow's dataset lineage, from the raw files' MD5s the job records anyway."""
-    folder, sizes = raw_folder(data_cfg.name.value, data_cfg.root), {"train": len(train), "test": len(test)}
+    sizes = {"train": len(train), "test": len(test)}
+    if own is not None:
+        return [DataSplit(own.name, split, own.split_md5s[split], own.location, sizes[split]) for split in sizes]
+    folder = raw_folder(data_cfg.name.value, data_cfg.root)
     return [
         DataSplit(data_cfg.name.value, split, {f: md5s[f] for f in files if f in md5s}, folder, sizes[split])
         for split, files in RAW_FILES.items()
@@ -130,7 +134,9 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     config = to_container(cfg)
     (folder / names.CONFIG_RESOLVED).write_text(yaml.safe_dump(config, sort_keys=False))
     name, tags = job_identity(cfg)
-    key = tags[names.TAG_FINGERPRINT] = fingerprint(config)
+    # Before any run exists: a bad folder or file fails here, and its digest tells its runs from other data's.
+    own = load_own(cfg.data)
+    key = tags[names.TAG_FINGERPRINT] = fingerprint(config, own.digest if own else None)
     search_trial = trial.current()
     if search_trial is not None:
         name = search_trial.name
@@ -160,26 +166,28 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     tags.update({names.TAG_THREADS: str(torch.get_num_threads()), names.TAG_DEVICE: str(device)})
 
     # Placement and runtime settings stay in the config artifact: as params they would pose as swept axes.
-    params = {key: value for key, value in flatten(config).items() if defines_result(key)}
+    # Unset keys stay out, as they do of the fingerprint: runs from before a key existed compare with later ones.
+    params = {key: value for key, value in flatten(config).items() if defines_result(key) and value is not None}
     with tracked_run(store, name, params, tags, resume_id, cfg.tracking.system_metrics_s) as tracker:
         if (folder / names.HYDRA_DIR).is_dir():
             tracker.log_artifacts(folder / names.HYDRA_DIR, names.ARTIFACT_HYDRA)
         tracker.log_artifact(folder / names.CONFIG_RESOLVED)
 
         torch.manual_seed(cfg.training.seed)
-        data = prepare_data(cfg.data, device, cfg.training.seed)
+        data = prepare_data(cfg.data, device, cfg.training.seed, own)
         train, test = data.train, data.test
-        if classifier_to_train(cfg):
+        digest = own.digest if own else None
+        if classifier_to_train(cfg, data, digest):
             # Its standardization needs the training pixels' statistics, from a float copy of them (~190 MB on the
             # CPU): taken now, when the job holds the least memory, rather than at the end of the run.
             data.classifier_train.pixel_statistics()
-        md5s = file_md5s(cfg.data.name.value, cfg.data.root)
+        md5s = data_md5s(cfg.data, own)
         tags.update({f"{names.TAG_DATA_MD5}{file}": md5 for file, md5 in md5s.items()})
         tracker.set_tags(tags)
-        tracker.log_datasets(data_splits(cfg.data, md5s, train, test))
+        tracker.log_datasets(data_splits(cfg.data, md5s, train, test, own))
         (folder / names.PROVENANCE).write_text(json.dumps(tags, indent=1))
 
-        model = build_model(cfg.model).to(device)
+        model = build_model(cfg.model, data.shape).to(device)
         optimizer = build_optimizer(model, cfg.optimizer)
         generator = torch.Generator().manual_seed(cfg.training.seed)
         state_path = checkpoints / f"{tracker.run_id or key}.pt"
@@ -187,9 +195,9 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         history = checkpoint.restore_training_state(state, model, optimizer, generator) if state else []
         kl_history = checkpoint.restored_kl_history(state)
         log.info(
-            f"{cfg.data.name.value}: {len(train)} train / {len(test)} test images"
+            f"{own.name if own else cfg.data.name.value}: {len(train)} train / {len(test)} test images"
             + (f" / {len(data.val)} validation images held out of training" if data.val is not None else "")
-            + f" on {device}; "
+            + f" ({'x'.join(map(str, data.shape))}) on {device}; "
             f"model {list(cfg.model.hidden)} -> latent {cfg.model.latent}"
             + (f"; resuming after epoch {len(history)}" if history else "")
         )
@@ -200,7 +208,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
                 search_trial.report(int(row["epoch"]), row[search_trial.objective])
         saver = Checkpointer(model, optimizer, generator, cfg.training, state_path, kl_history)
         dynamic = cfg.data.binarize.value == "dynamic"
-        frames = EpochFrames(model, test, tracker, cfg.tracking.image_every, cfg.training.epochs)
+        frames = EpochFrames(model, test, tracker, cfg.tracking.image_every, cfg.training.epochs, data.shape)
         try:
             history = fit(
                 model, optimizer, train, data.evaluated(), cfg.training, ContinuingSink(tracker, history, frames),
@@ -216,7 +224,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         del optimizer, saver
         if search_trial is not None:
             end_trial(search_trial, cfg, tracker)
-        final = write_outputs(model, data, history, JobOutputs(cfg, config, folder, tracker, kl_history))
+        final = write_outputs(model, data, history, JobOutputs(cfg, config, folder, tracker, kl_history, digest))
         if search_trial is not None:
             search_trial.value = final[search_trial.objective]
     state_path.unlink(missing_ok=True)

@@ -15,10 +15,19 @@ from mlflow.tracking import MlflowClient
 from vae_sweep import names
 from vae_sweep.config import defines_result, flatten
 
+# Where the digest of a user's own data enters a fingerprint, beside the config's keys.
+DATA_DIGEST_KEY = "data.digest"
 
-def fingerprint(config: dict) -> str:
-    """Equal for two resolved configs exactly when they would train the same model the same way."""
-    result_keys = {key: value for key, value in flatten(config).items() if defines_result(key)}
+
+def fingerprint(config: dict, data_digest: str | None = None) -> str:
+    """Equal for two resolved configs exactly when they would train the same model the same way, on data with this
+    digest (a user's own images; the MNIST datasets are known by name).
+
+    Unset (None) keys are left out, so a key added later with None as its default changes no earlier fingerprint.
+    """
+    result_keys = {key: value for key, value in flatten(config).items() if defines_result(key) and value is not None}
+    if data_digest is not None:
+        result_keys[DATA_DIGEST_KEY] = data_digest
     return hashlib.sha256(json.dumps(result_keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
