@@ -4,11 +4,12 @@ from hydra.core.hydra_config import HydraConfig
 
 from tests.conftest import REPO
 from vae_sweep.config import flatten, register_configs, to_container, validate
+from vae_sweep.core.models import schemas
 from vae_sweep.errors import ConfigError
 
 
 def compose_config(*overrides: str):
-    register_configs()
+    register_configs(schemas())
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

@@ -15,6 +15,8 @@ from torchvision import datasets
 from vae_sweep.errors import UserError
 
 DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+# (channels, height, width) of each dataset's images; a Split holds them flattened, a model is built for this shape.
+SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
 
 GREY_LEVELS = 255
 # Rows converted to floats at a time where a whole split is converted, binarized, hashed or moved (3 MB of floats).
@@ -195,18 +197,20 @@ class Data:
     test: Split  # every test number's images: binarized once from EVAL_BINARIZE_SEEDS in both binarized modes
     train_eval: Split  # the training set as train-side evaluation sees it: the same kind of pixels as test
     classifier_train: Split  # the FID/IS classifier's training images: the same for every training.seed
+    shape: tuple[int, int, int]  # (channels, height, width) of an image; splits hold rows of C * H * W pixels
 
 
 def prepare_data(data_cfg, device: torch.device, seed: int) -> Data:
     """A `data` config node's splits on the device; fixed binarization draws the training set from `seed`."""
     train, test = load(data_cfg.name.value, data_cfg.root, data_cfg.download)
+    shape = SHAPES[data_cfg.name.value]
     mode = data_cfg.binarize.value
     if mode == "none":
         train, test = train.to(device), test.to(device)
-        return Data(train, test, train, train)
+        return Data(train, test, train, train, shape)
     test = binarize_split(test, torch.Generator().manual_seed(EVAL_BINARIZE_SEEDS["test"])).to(device)
     fixed_copy = binarize_split(train, torch.Generator().manual_seed(EVAL_BINARIZE_SEEDS["train"])).to(device)
     if mode == "fixed":
         trained_on = binarize_split(train, torch.Generator().manual_seed(seed)).to(device)
-        return Data(trained_on, test, trained_on, fixed_copy)
-    return Data(train.to(device), test, fixed_copy, fixed_copy)
+        return Data(trained_on, test, trained_on, fixed_copy, shape)
+    return Data(train.to(device), test, fixed_copy, fixed_copy, shape)

@@ -14,11 +14,22 @@ from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
 from vae_sweep.config import defines_result, flatten
+from vae_sweep.core.models import ADDED_DEFAULTS
+
+# Model keys that configs written before they existed lack, at the value those configs trained with.
+_ADDED = {f"model.{key}": value for key, value in ADDED_DEFAULTS.items()}
 
 
 def fingerprint(config: dict) -> str:
-    """Equal for two resolved configs exactly when they would train the same model the same way."""
-    result_keys = {key: value for key, value in flatten(config).items() if defines_result(key)}
+    """Equal for two resolved configs exactly when they would train the same model the same way.
+
+    A model key added later is left out at its default, so the run of a config from before it still matches.
+    """
+    result_keys = {
+        key: value
+        for key, value in flatten(config).items()
+        if defines_result(key) and not (key in _ADDED and _ADDED[key] == value)
+    }
     return hashlib.sha256(json.dumps(result_keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
