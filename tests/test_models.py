@@ -162,3 +162,27 @@ def test_every_family_is_a_config_group_option():
     from tests.conftest import REPO
 
     assert {path.stem for path in (REPO / "conf" / "model").glob("*.yaml")} == set(FAMILIES)
+
+
+TINY = {"mlp": ["model.hidden=[16]"], "conv": ["model.channels=[4,8]"]}
+
+
+@pytest.mark.parametrize("prior", list(PRIORS))
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_objective_and_prior_trains_a_job_and_loads_back(tmp_path, tiny_data, family, objective, prior):
+    from tests.conftest import train_in_process
+    from vae_sweep import load_model, names
+
+    final = train_in_process(
+        tmp_path, f"model={family}", *TINY[family], f"model.objective={objective}", "model.samples=2",
+        f"model.prior={prior}", "model.prior_components=4", "model.latent=2", "training.epochs=1",
+        "tracking.enabled=false", "eval.sample_quality=false", "eval.iwae_k=4", "training.threads=1",
+        f"data.root={tiny_data}", "data.binarize=dynamic", "tracking.image_every=0",
+    )  # fmt: skip
+    assert math.isfinite(final[names.TEST_LOSS]) and math.isfinite(final[names.Q_IWAE_NLL])
+    model, config = load_model(tmp_path / "outputs" / "in-process" / names.CHECKPOINT)
+    assert (config["model"]["name"], model.settings.objective.value, model.settings.prior.value) == (
+        family, objective, prior,
+    )  # fmt: skip
+    assert model.sample(3, torch.Generator().manual_seed(0)).shape == (3, 784)

@@ -169,9 +169,13 @@ class Config:
 CONFIG_PACKAGE = "pkg://vae_sweep.conf"
 
 
+MODEL_SCHEMA_GROUP = "model_schema"
+
+
 def register_configs(model_schemas: dict[str, type]) -> None:
     """The typed root node that conf/config.yaml lists first, and each model family's schema, which its
-    conf/model/<family>.yaml lists first (as `<family>_schema`); the group files merge onto them, type-checked.
+    conf/model/<family>.yaml lists first (as `/model_schema/<family>@_here_`, a group of its own so that `model=`
+    offers only the families); the group files merge onto them, type-checked.
 
     The families come from the caller (vae_sweep.core.models.schemas()): this foundation module knows none of them.
     """
@@ -180,7 +184,7 @@ def register_configs(model_schemas: dict[str, type]) -> None:
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     for family, schema in model_schemas.items():
-        store.store(group="model", name=f"{family}_schema", node=schema)
+        store.store(group=MODEL_SCHEMA_GROUP, name=family, node=schema)
 
 
 def _is_device(value: str) -> bool:
