@@ -80,6 +80,9 @@ def test_build_optimizer_follows_the_config():
     sgd = build_optimizer(model, node)
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["lr"] == 0.01
+    assert build_optimizer(model, OmegaConf.structured(OptimizerConfig())).param_groups[0]["eps"] == 1e-8
+    burda = build_optimizer(model, OmegaConf.structured(OptimizerConfig(eps=1e-4)))
+    assert burda.param_groups[0]["eps"] == 1e-4  # Burda et al.'s Adam
 
 
 def test_burda_schedule_runs_3_to_the_i_passes_at_a_seventh_of_a_decade_less_each():

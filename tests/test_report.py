@@ -513,3 +513,22 @@ def test_counts_are_stated_as_the_runs_logged_them():
     runs = pd.DataFrame({names.Q_IWAE_K: [100.0, 5000.0, 100.0], names.Q_SAMPLES: [None, None, None]})
     assert document.logged(runs, names.Q_IWAE_K) == "100 or 5000"
     assert document.logged(runs, names.Q_SAMPLES) == "an unrecorded number of"
+
+
+def test_runs_of_one_seed_are_one_sample_not_a_spread_of_zero():
+    """A reproduction beside its original: two runs of seed 0 are one sample; the seeds' spread is of seeds 0 and 1."""
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "a-again", "b", "c", "d"],
+            "model.latent": [2, 2, 10, 10, 10],
+            "training.seed": [0, 0, 0, 0, 1],
+            names.TEST_LOSS: [150.0, 150.0, 110.0, 112.0, 116.0],
+            table.TIME.column: [60.0] * 5,
+        }
+    )
+    points = table.aggregate(runs, ["model.latent"]).set_index("model.latent")
+    assert points["seeds"].to_dict() == {2: 1, 10: 2} and points["runs"].to_dict() == {2: 2, 10: 3}
+    assert pd.isna(points.at[2, "loss/test std"])
+    # Seed 0 of latent 10 is the mean of its two runs (111), seed 1 is 116.
+    assert points.at[10, "loss/test"] == 113.5 and points.at[10, "loss/test std"] == pytest.approx(math.sqrt(12.5))
+    assert findings.runs_and_seeds(points.loc[2]) == "2 runs of 1 seed"

@@ -17,8 +17,10 @@ def long_history(run_id: str, **series: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
 
 
-def history(run_id: str, kl: list[float], recon: list[float], units: list[float] | None = None) -> pd.DataFrame:
-    series = {KL: kl, RECON: recon, LOSS: [k + r for k, r in zip(kl, recon, strict=True)]}
+def history(
+    run_id: str, kl: list[float], recon: list[float], units: list[float] | None = None, beta: float = 1.0
+) -> pd.DataFrame:
+    series = {KL: kl, RECON: recon, LOSS: [beta * k + r for k, r in zip(kl, recon, strict=True)]}
     if units is not None:
         series[UNITS] = units
     return long_history(run_id, **series)
@@ -29,28 +31,54 @@ def test_a_kl_that_dips_then_rises_is_explained_by_the_run_numbers():
     path = questions.kl_path(questions.wide(runs))
     assert (path.low_epoch, path.kl_low, path.kl_last, path.rise) == (2, 4.0, 6.5, 2.5)
     assert path.recon_change == -15.0 and path.loss_change == -12.5
-    (line,) = questions.kl_rise_lines(runs, {"a": "latent=5"})
+    (line,) = questions.kl_rise_lines(runs, {"latent=5": ["a"]})
     assert line.startswith("latent=5: the test KL bottoms out at 4.00 nats in epoch 2 and rises by 2.50 to 6.50")
-    assert "reconstruction fell by 15.00 nats, more than the KL rose, so the total still fell by 12.50" in line
+    trade = "reconstruction fell by 15.00 nats, more than the KL rose (2.50), so the negative ELBO (recon + KL) fell by"
+    assert f"{trade} 12.50" in line and "training.beta" not in line
     assert "Active units went from 2 to 5" in line and "new latent dimensions" in line
 
 
 def test_a_kl_that_only_falls_has_no_rise_to_explain():
     runs = history("b", kl=[9.0, 7.0, 6.0], recon=[150.0, 140.0, 135.0])
-    (line,) = questions.kl_rise_lines(runs, {"b": "latent=2"})
+    (line,) = questions.kl_rise_lines(runs, {"latent=2": ["b"]})
     assert "never rose" in line and "9.00 nats in epoch 1, 6.00 in epoch 3" in line
     assert "bottoms out" not in line
 
 
 def test_a_rise_that_is_not_paid_back_is_called_so():
     runs = history("c", kl=[5.0, 4.0, 6.0], recon=[140.0, 130.0, 129.0])
-    (line,) = questions.kl_rise_lines(runs, {"c": "x"})
-    assert "not paid back" in line and "+1.00" in line
+    (line,) = questions.kl_rise_lines(runs, {"x": ["c"]})
+    assert "not paid back" in line and "changed by 1.00" in line
+
+
+def test_with_beta_below_1_a_falling_loss_is_not_taken_for_a_paid_back_kl():
+    """beta 0.5: the loss (recon + KL / 2) falls while recon falls by less than the KL rises, so the ELBO rises."""
+    runs = history("f", kl=[5.0, 4.0, 7.0], recon=[140.0, 130.0, 128.0], beta=0.5)
+    assert questions.kl_path(questions.wide(runs)).loss_change == -0.5
+    (line,) = questions.kl_rise_lines(runs, {"beta=0.5": ["f"]})
+    assert "more than the KL rose" not in line and "not paid back in the bound" in line
+    assert "negative ELBO (recon + KL) changed by 1.00" in line
+    assert "the training objective, which weighs the KL by training.beta, changed by -0.50" in line
+
+
+def test_the_logged_elbo_is_read_where_the_run_has_it():
+    runs = pd.concat([history("g", kl=[5.0, 4.0, 7.0], recon=[140.0, 130.0, 128.0]),
+                      long_history("g", **{names.TEST_ELBO: [145.0, 134.0, 130.0]})])  # fmt: skip
+    assert questions.kl_path(questions.wide(runs)).elbo_change == -4.0
+
+
+def test_a_setting_with_seeds_is_answered_with_the_mean_and_std_over_them():
+    runs = pd.concat([history("s0", kl=[6.0, 4.0, 6.0], recon=[150.0, 140.0, 130.0]),
+                      history("s1", kl=[6.0, 4.0, 8.0], recon=[150.0, 140.0, 128.0])])  # fmt: skip
+    (line,) = questions.kl_rise_lines(runs, {"latent=5": ["s0", "s1"]})
+    assert line.startswith("latent=5 (mean ± std over 2 seeds): the test KL bottoms out at 4.00 ± 0.00 nats in "
+                           "epoch 2 and rises by 3.00 ± 1.41 to 7.00 ± 1.41")  # fmt: skip
+    assert "reconstruction fell by 11.00 ± 1.41 nats" in line
 
 
 def test_a_run_without_history_is_left_out():
     runs = long_history("d", **{KL: [1.0]})
-    assert questions.kl_rise_lines(runs, {"d": "x"}) == []
+    assert questions.kl_rise_lines(runs, {"x": ["d"]}) == []
 
 
 def points(rows: list[dict]) -> pd.DataFrame:
@@ -109,7 +137,7 @@ def test_a_difference_is_weighed_against_the_seed_spread():
 
 def test_units_that_fall_back_to_the_prior_are_called_so():
     runs = history("e", kl=[6.0, 4.0, 5.0], recon=[150.0, 140.0, 130.0], units=[100, 60, 40])
-    (line,) = questions.kl_rise_lines(runs, {"e": "latent=100"})
+    (line,) = questions.kl_rise_lines(runs, {"latent=100": ["e"]})
     assert "Active units went from 60 to 40" in line and "fewer dimensions stay in use" in line
 
 

@@ -30,6 +30,27 @@ def test_history_comparison_flags_any_difference_beyond_atol():
     assert compare_histories(original, original[:1], atol=0)[0][0] == "per-epoch histories, epochs 1..1:"
 
 
+def test_a_shorter_or_longer_reproduction_is_a_mismatch_with_its_largest_differences():
+    """A 1-epoch reproduction of a 3-epoch run agreed on its one epoch and was called a MATCH."""
+    original = [{"epoch": e, "loss/test": 10.0 - e, "loss/kl/test": 1.0} for e in (1, 2, 3)]
+    lines, agree = compare_histories(original, original[:1], atol=0)
+    assert not agree and "  MISMATCH: the original has 3 epochs, the reproduction 1" in lines
+    lines, agree = compare_histories(original[:1], original, atol=0)
+    assert not agree
+    off = [original[0], {**original[1], "loss/test": 8.5}, {**original[2], "loss/test": 7.2}]
+    lines, agree = compare_histories(original, off, atol=0)
+    (row,) = [line for line in lines if line.lstrip().startswith("loss/test")]
+    assert row.split() == ["loss/test", "0.5", "0.062", "2", "MISMATCH"]  # largest at epoch 2: 0.5 nats, 6.2%
+
+
+def test_a_metric_missing_from_the_reproduction_is_a_mismatch():
+    original = [{"epoch": 1, "loss/test": 9.0, "active_units": 2.0}]
+    lines, agree = compare_histories(original, [{"epoch": 1, "loss/test": 9.0}], atol=0)
+    assert not agree and any("active_units" in line and "missing" in line and "MISMATCH" in line for line in lines)
+    final_lines, finals_agree = compare_finals({"loss/test": 1.0, "quality/fid": 3.0}, {"loss/test": 1.0}, 0)
+    assert not finals_agree and any("quality/fid" in line and "missing" in line for line in final_lines)
+
+
 def test_final_comparison_and_provenance_differences():
     assert not compare_finals({"loss/test": 1.0}, {"loss/test": 2.0}, 0)[1]
     assert compare_finals({"loss/test": 1.0, "time/train_s": 3.0}, {"loss/test": 1.0, "time/train_s": 4.0}, 0)[1]
@@ -126,12 +147,13 @@ def test_a_tampered_stored_param_is_reported(workdir, finished_job):
 
 
 @pytest.mark.slow
-def test_a_shorter_reproduction_compares_the_common_epochs(workdir, finished_job):
+def test_a_shorter_reproduction_is_a_mismatch_that_prints_the_common_epochs(workdir, finished_job):
     result = run_cli(
         "vae_sweep.reproduce", str(finished_job), "training.epochs=1", "tracking.enabled=false", cwd=workdir
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "epochs 1..1" in result.stdout and "final metrics not compared" in result.stdout
+    assert "the original has 2 epochs, the reproduction 1" in result.stdout and "MISMATCH (atol 0)" in result.stdout
 
 
 def test_unknown_run_and_missing_folder_are_one_clear_error(workdir, tmp_path):

@@ -73,6 +73,7 @@ class OptimizerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.0
+    eps: float = 1e-8  # Adam's; torch's default
     fused: bool = True
     schedule: Schedule = Schedule.constant
     schedule_pass_scale: float = 1.0
@@ -209,6 +210,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "optimizer.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "optimizer.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.eps": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0 (torch's default 1e-8)"),
     "optimizer.schedule_pass_scale": (
         lambda v: math.isfinite(v) and v > 0,
         "a finite number > 0 (1 is the paper's 3^i passes per stage)",

@@ -136,31 +136,61 @@ def _differs(a: float, b: float, tolerance: Tolerance) -> bool:
     return abs(a - b) > tolerance.atol + tolerance.rtol * abs(a)
 
 
+def _largest(pairs: list[tuple[int, float, float]]) -> tuple[int, float, float]:
+    """(epoch, |difference|, relative difference) where a metric's two runs differ most; NaN on one side counts."""
+
+    def gap(pair):
+        _, a, b = pair
+        return math.inf if math.isnan(a) != math.isnan(b) else (0.0 if math.isnan(a) else abs(a - b))
+
+    epoch, a, b = max(pairs, key=gap)
+    difference = gap((epoch, a, b))
+    return epoch, difference, difference / abs(a) if a else difference
+
+
 def compare_histories(
     original: list[dict], reproduced: list[dict], atol: float, rtol: float = 0.0
 ) -> tuple[list[str], bool]:
-    """Per metric, the largest difference over the epochs both runs have."""
+    """Every epoch and every metric of the original against the reproduction: a missing epoch or metric, or one extra
+    epoch, is a mismatch. Per metric, the largest difference over the epochs both runs have, and where it is."""
     tolerance = Tolerance(atol, rtol)
     epochs = min(len(original), len(reproduced))
-    keys = [k for k in original[0] if k != "epoch" and not names.is_timing(k) and k in reproduced[0]]
-    lines, agree = [f"per-epoch histories, epochs 1..{epochs}:", f"  {'metric':<22}{'max |difference|':>18}"], True
+    lines, agree = [f"per-epoch histories, epochs 1..{epochs}:"], len(original) == len(reproduced)
+    if not agree:
+        lines.append(f"  MISMATCH: the original has {len(original)} epochs, the reproduction {len(reproduced)}")
+    keys = [key for key in original[0] if key != "epoch" and not names.is_timing(key)] if original else []
+    lines.append(f"  {'metric':<22}{'max |difference|':>18}{'relative':>11}{'at epoch':>10}")
     for key in keys:
-        pairs = list(zip(original[:epochs], reproduced[:epochs], strict=True))
-        bad = any(_differs(o[key], r[key], tolerance) for o, r in pairs)
+        if epochs == 0 or any(key not in row for row in reproduced[:epochs]):
+            lines.append(f"  {key:<22}{'missing in the reproduction':>39}  MISMATCH")
+            agree = False
+            continue
+        both = zip(original[:epochs], reproduced[:epochs], strict=True)
+        pairs = [(int(o.get("epoch", i + 1)), o[key], r[key]) for i, (o, r) in enumerate(both)]
+        bad = any(_differs(a, b, tolerance) for _, a, b in pairs)
         agree &= not bad
-        lines.append(f"  {key:<22}{max(abs(o[key] - r[key]) for o, r in pairs):>18.3g}  {'MISMATCH' if bad else 'ok'}")
+        epoch, difference, relative = _largest(pairs)
+        verdict = "MISMATCH" if bad else "ok"
+        lines.append(f"  {key:<22}{difference:>18.3g}{relative:>11.2g}{epoch:>10}  {verdict}")
     return lines, agree
 
 
 def compare_finals(
     original: dict[str, float], reproduced: dict[str, float], atol: float, rtol: float = 0.0
 ) -> tuple[list[str], bool]:
-    keys = sorted(k for k in original if k in reproduced and not names.is_timing(k))
-    lines, agree = [f"  {'final metric':<28}{'original':>14}{'reproduced':>14}"], True
+    """Every final metric of the original against the reproduction's; one the reproduction lacks is a mismatch."""
+    keys = sorted(key for key in original if not names.is_timing(key))
+    lines, agree = [f"  {'final metric':<28}{'original':>14}{'reproduced':>14}{'|difference|':>14}"], True
     for key in keys:
+        if key not in reproduced:
+            lines.append(f"  {key:<28}{original[key]:>14.6g}{'missing':>14}{'':>14}  MISMATCH")
+            agree = False
+            continue
         bad = _differs(original[key], reproduced[key], Tolerance(atol, rtol))
         agree &= not bad
-        lines.append(f"  {key:<28}{original[key]:>14.6g}{reproduced[key]:>14.6g}  {'MISMATCH' if bad else 'ok'}")
+        difference = abs(original[key] - reproduced[key])
+        verdict = "MISMATCH" if bad else "ok"
+        lines.append(f"  {key:<28}{original[key]:>14.6g}{reproduced[key]:>14.6g}{difference:>14.3g}  {verdict}")
     return lines, agree
 
 
@@ -271,7 +301,7 @@ def reproduce(
         final_lines, finals_agree = compare_finals(recorded.final, reproduced.final, tolerance.atol, tolerance.rtol)
         lines, agree = final_lines + lines, agree and finals_agree
     else:
-        lines.append("final metrics not compared: the two runs trained for different numbers of epochs")
+        lines.append("final metrics not compared: the two runs trained for different numbers of epochs (a MISMATCH)")
     print(f"original: {source}\nreproduced: {run_dir}\n" + "\n".join(lines))
     print(f"{'MATCH' if agree else 'MISMATCH'} ({tolerance})")
     if not agree and runtime.overridden:

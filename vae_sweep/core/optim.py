@@ -21,6 +21,8 @@ def build_optimizer(model: nn.Module, optimizer_cfg) -> torch.optim.Optimizer:
     options = {"lr": optimizer_cfg.lr, "weight_decay": optimizer_cfg.weight_decay, "fused": optimizer_cfg.fused}
     if name == "sgd":
         options["momentum"] = optimizer_cfg.momentum
+    if name == "adam":
+        options["eps"] = optimizer_cfg.eps
     return OPTIMIZERS[name](model.parameters(), **options)
 
 

@@ -113,14 +113,14 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
         curves, which = curve_runs(done, points)
         keys_fetched = tuple(dict.fromkeys(plots.HISTORY_KEYS + questions.HISTORY_KEYS))
         histories = fetch_histories(client, curves["run_id"].tolist(), keys_fetched)
-        # The KL's course is answered for one run per setting: with seeds, the lowest one stands for its setting.
+        # The KL's course is answered per setting, over each of its seeds whose history was fetched.
         fetched = set(curves["run_id"])
-        labels = {row["run_ids"][0]: setting(row, keys) for _, row in points.iterrows() if row["run_ids"][0] in fetched}
-        comparisons = papers.comparison_rows(done)
+        labels = {setting(row, keys): [i for i in row["run_ids"] if i in fetched] for _, row in points.iterrows()}
+        comparisons, left_out = papers.comparison(done)
         sections += [
             document.findings_section(lines),
             *searched,
-            *([document.papers_section(comparisons)] if comparisons else []),
+            *([document.papers_section(comparisons, left_out)] if comparisons or left_out else []),
             document.questions_section(
                 questions.kl_rise_lines(histories, labels), questions.latent_lines(points, x, others)
             ),
@@ -183,8 +183,10 @@ def report(args: argparse.Namespace) -> Path:
     lines = write_report(client, runs, args.x, f"{args.experiment}: {selection.description}", uri, folder)
     print("\n".join(f"- {line}" for line in lines))
     if args.compare_paper:
-        rows = papers.comparison_rows(runs)
+        rows, left_out = papers.comparison(runs)
         print(papers.text_table(rows) if rows else "No finished run of a paper preset to compare.")
+        if left_out:
+            print("\n".join(left_out))
     if not args.no_log:
         run_id = log_report(client, experiment, selection, args.x, len(runs), folder)
         print(f"logged as run {run_id} in experiment {names.reports_experiment(args.experiment)}")

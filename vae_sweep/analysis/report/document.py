@@ -76,16 +76,17 @@ def findings_section(lines: list[str]) -> Section:
     return Section("Findings", [Bullets(lines)])
 
 
-def papers_section(rows: list[list[str]]) -> Section:
-    return Section(
-        "Ours against the papers",
-        [
-            "Runs made with a paper's preset (experiment=...), our mean ± std over seeds (their count) beside the "
-            "published value; the notes list every setting in which our runs differ from the paper's protocol.",
-            Bullets(papers.sources()),
-            Table(papers.HEADER, rows, "papers"),
-        ],
-    )
+def papers_section(rows: list[list[str]], left_out: list[str]) -> Section:
+    blocks: list[str | Bullets | Table | Image | Code] = [
+        "Runs made with a paper's preset (experiment=...) with the preset's settings but for their seeds (a shortened "
+        "schedule in a row of its own), our mean ± std over seeds (their count) beside the published value; the "
+        "notes list every setting in which our runs differ from the paper's protocol.",
+        Bullets(papers.sources()),
+        Table(papers.HEADER, rows, "papers"),
+    ]
+    if left_out:
+        blocks += ["Runs of a preset left out of the comparison: another setting was overridden.", Bullets(left_out)]
+    return Section("Ours against the papers", blocks)
 
 
 def questions_section(kl_lines: list[str], latent_lines: list[str]) -> Section:
@@ -131,14 +132,17 @@ def results_section(points: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -
     header += (["epochs"] if show_epochs else []) + [f"{time_source(runs)} (s)", "run id"]
     rows = []
     for _, point in points.iterrows():
-        row = [str(point[key]) for key in keys] + [str(point["seeds"])]
+        count = point.get("runs", point["seeds"])
+        seeds = str(point["seeds"]) + (f" ({count} runs)" if count != point["seeds"] else "")
+        row = [str(point[key]) for key in keys] + [seeds]
         row += [_mean_std(point, quality) for quality in QUALITIES]
         row += ([str(point[EPOCHS])] if show_epochs else []) + [_mean_std(point, TIME)]
         rows.append(row + [" ".join(run_id[:8] for run_id in point["run_ids"])])
     return Section(
         "Results per setting",
         [
-            "Test-set numbers in nats per image, mean ± std over the runs (seeds) of each setting; "
+            "Test-set numbers in nats per image, mean ± std over the seeds of each setting (runs of one seed "
+            "averaged first, as one sample); "
             f"{MISSING} where a run did not log the metric. The IWAE bound uses {logged(runs, names.Q_IWAE_K)} "
             f"importance samples per image; FID and inception score compare {logged(runs, names.Q_SAMPLES)} prior "
             "samples with the test set through a classifier's features; real data's own scores are in the headings "

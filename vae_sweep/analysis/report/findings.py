@@ -84,6 +84,13 @@ def active_units_by_latent(points: pd.DataFrame, others: list[str]) -> dict[str,
     }
 
 
+def runs_and_seeds(point: pd.Series) -> str:
+    """'1 run', '3 runs', or '2 runs of 1 seed' where runs repeat a seed."""
+    runs, seeds = int(point.get("runs", point["seeds"])), int(point["seeds"])
+    text = f"{runs} run{'s' if runs > 1 else ''}"
+    return text if runs == seeds else f"{text} of {seeds} seed{'s' if seeds > 1 else ''}"
+
+
 def best_lines(points: pd.DataFrame, keys: list[str]) -> list[str]:
     lines = []
     for quality in QUALITIES:
@@ -94,7 +101,7 @@ def best_lines(points: pd.DataFrame, keys: list[str]) -> list[str]:
             extreme = "Lowest" if quality.lower_is_better else "Highest"
             lines.append(
                 f"{extreme} {quality.name}: {number(row[quality.column], quality.spec)} at {setting(row, keys)} "
-                f"({row['seeds']} run{'s' if row['seeds'] > 1 else ''})"
+                f"({runs_and_seeds(row)})"
             )
     return lines
 

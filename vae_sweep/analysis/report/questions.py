@@ -16,8 +16,9 @@ from vae_sweep import names
 from vae_sweep.analysis.report.findings import setting, short_names
 from vae_sweep.analysis.report.table import LATENT, SEED, has_values
 
-# Per-epoch keys the answers read; active units per epoch is optional (runs before it was logged lack it).
-HISTORY_KEYS = (names.TEST_KL, names.TEST_RECON, names.TEST_LOSS, names.ACTIVE_UNITS)
+# Per-epoch keys the answers read; the ELBO and active units per epoch are optional (runs before they were logged
+# lack them).
+HISTORY_KEYS = (names.TEST_KL, names.TEST_RECON, names.TEST_LOSS, names.TEST_ELBO, names.ACTIVE_UNITS)
 # A change smaller than this (nats) is reported as no change at all.
 NEGLIGIBLE_NATS = 0.05
 
@@ -33,7 +34,8 @@ class KlPath:
     kl_low: float
     kl_last: float
     recon_change: float  # last minus at low_epoch, nats (negative: fell)
-    loss_change: float
+    elbo_change: float  # of the negative ELBO, recon + KL, whatever training.beta weighed the KL by
+    loss_change: float  # of the test loss, recon + beta * KL: the objective the run trained on
     units_low: float | None
     units_last: float | None
 
@@ -45,6 +47,10 @@ class KlPath:
 def wide(history: pd.DataFrame) -> pd.DataFrame:
     """A run's long history (key, step, value) as one row per epoch and one column per key."""
     return history.pivot_table(index="step", columns="key", values="value", aggfunc="last").sort_index()
+
+
+def _change(epochs: pd.DataFrame, key: str, low: int, last: int) -> float:
+    return float(epochs.at[last, key] - epochs.at[low, key])
 
 
 def kl_path(history: pd.DataFrame) -> KlPath | None:
@@ -59,6 +65,11 @@ def kl_path(history: pd.DataFrame) -> KlPath | None:
     low = int(kl.idxmin())
     last = int(epochs.index[-1])
     units = epochs.get(names.ACTIVE_UNITS)
+    recon_change = _change(epochs, names.TEST_RECON, low, last)
+    # Runs from before the ELBO was logged: recon + KL is its definition.
+    logged_elbo = names.TEST_ELBO in epochs and epochs[names.TEST_ELBO][[low, last]].notna().all()
+    kl_change = float(kl[last] - kl[low])
+    elbo_change = _change(epochs, names.TEST_ELBO, low, last) if logged_elbo else recon_change + kl_change
     return KlPath(
         first_epoch=int(epochs.index[0]),
         last_epoch=last,
@@ -66,8 +77,9 @@ def kl_path(history: pd.DataFrame) -> KlPath | None:
         kl_first=float(kl.iloc[0]),
         kl_low=float(kl[low]),
         kl_last=float(kl[last]),
-        recon_change=float(epochs.at[last, names.TEST_RECON] - epochs.at[low, names.TEST_RECON]),
-        loss_change=float(epochs.at[last, names.TEST_LOSS] - epochs.at[low, names.TEST_LOSS]),
+        recon_change=recon_change,
+        elbo_change=elbo_change,
+        loss_change=_change(epochs, names.TEST_LOSS, low, last),
         units_low=None if units is None or pd.isna(units.get(low)) else float(units[low]),
         units_last=None if units is None or pd.isna(units.get(last)) else float(units[last]),
     )
@@ -81,44 +93,79 @@ def units_story(before: float, after: float) -> str:
     return "the same dimensions carry more information each."
 
 
-def kl_rise_line(label: str, path: KlPath) -> str:
-    """The run's own numbers for 'why does the KL rise while the total falls' (or that it did not rise)."""
-    if path.rise <= NEGLIGIBLE_NATS:
-        return (
-            f"{label}: the test KL never rose after its low — {path.kl_first:.2f} nats in epoch {path.first_epoch}, "
-            f"{path.kl_last:.2f} in epoch {path.last_epoch} — so there is no rise to explain in this run."
-        )
-    units = ""
-    if path.units_low is not None and path.units_last is not None:
-        units = (
-            f" Active units went from {path.units_low:.0f} to {path.units_last:.0f} over the same span: "
-            + units_story(path.units_low, path.units_last)
-        )  # fmt: skip
-    recon_fell = -path.recon_change
-    if path.loss_change < 0:
-        trade = (
-            f"reconstruction fell by {recon_fell:.2f} nats, more than the KL rose, so the total still fell "
-            f"by {-path.loss_change:.2f}: the encoder spends nats on a more precise posterior because each one buys "
-            f"more than a nat of reconstruction."
+def _ms(values: list[float], spec: str = ".2f") -> str:
+    """One run's value, or the mean ± std over a setting's seeds."""
+    series = pd.Series(values, dtype=float)
+    return f"{series.mean():{spec}}" if len(series) < 2 else f"{series.mean():{spec}} ± {series.std():{spec}}"
+
+
+def _epochs(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return f"epoch {low}" if low == high else f"epochs {low}–{high}"
+
+
+def trade_words(paths: list[KlPath]) -> str:
+    """What paid for the KL's rise, read from the terms themselves: reconstruction against KL, and so the ELBO; the
+    objective (recon + beta * KL) is named where it moved otherwise than the ELBO (training.beta != 1)."""
+    recon_fell = [-path.recon_change for path in paths]
+    rise = [path.rise for path in paths]
+    elbo = pd.Series([path.elbo_change for path in paths])
+    loss = pd.Series([path.loss_change for path in paths])
+    if (elbo < 0).all():
+        text = (
+            f"reconstruction fell by {_ms(recon_fell)} nats, more than the KL rose ({_ms(rise)}), so the negative "
+            f"ELBO (recon + KL) fell by {_ms((-elbo).tolist())}: the encoder spends nats on a more precise posterior "
+            "because each one buys more than a nat of reconstruction"
         )
     else:
-        trade = (
-            f"reconstruction changed by {path.recon_change:+.2f} nats and the total by {path.loss_change:+.2f}: "
-            f"here the KL's rise was not paid back (the test loss rose: overfitting, or a KL weight still ramping)."
+        text = (
+            f"reconstruction changed by {_ms([path.recon_change for path in paths])} nats against a KL rise of "
+            f"{_ms(rise)}, so the negative ELBO (recon + KL) changed by {_ms(elbo.tolist())}"
+            + (" in some seeds and fell in others" if (elbo < 0).any() else "")
+            + ": here the KL's rise was not paid back in the bound (overfitting, or a KL weight still ramping)"
         )
+    if ((loss - elbo).abs() > NEGLIGIBLE_NATS).any():
+        text += (
+            f"; the training objective, which weighs the KL by training.beta, changed by {_ms(loss.tolist())}, "
+            "which is not the ELBO's change"
+        )
+    return text + "."
+
+
+def kl_rise_line(label: str, paths: list[KlPath]) -> str:
+    """The runs' own numbers for 'why does the KL rise while the total falls' (or that it did not rise): one run's,
+    or the mean ± std over a setting's seeds."""
+    seeds = f" (mean ± std over {len(paths)} seeds)" if len(paths) > 1 else ""
+    rise = [path.rise for path in paths]
+    if max(rise) <= NEGLIGIBLE_NATS:
+        return (
+            f"{label}{seeds}: the test KL never rose after its low — {_ms([p.kl_first for p in paths])} nats in "
+            f"{_epochs([p.first_epoch for p in paths])}, {_ms([p.kl_last for p in paths])} in "
+            f"{_epochs([p.last_epoch for p in paths])} — so there is no rise to explain in this run."
+        )
+    units = ""
+    if all(path.units_low is not None and path.units_last is not None for path in paths):
+        before, after = [p.units_low for p in paths], [p.units_last for p in paths]
+        units = (
+            f" Active units went from {_ms(before, '.0f')} to {_ms(after, '.0f')} over the same span: "
+            + units_story(float(pd.Series(before).mean()), float(pd.Series(after).mean()))
+        )  # fmt: skip
     return (
-        f"{label}: the test KL bottoms out at {path.kl_low:.2f} nats in epoch {path.low_epoch} and rises by "
-        f"{path.rise:.2f} to {path.kl_last:.2f} by epoch {path.last_epoch}; over those epochs {trade}{units}"
+        f"{label}{seeds}: the test KL bottoms out at {_ms([p.kl_low for p in paths])} nats in "
+        f"{_epochs([p.low_epoch for p in paths])} and rises by {_ms(rise)} to {_ms([p.kl_last for p in paths])} by "
+        f"{_epochs([p.last_epoch for p in paths])}; over those epochs {trade_words(paths)}{units}"
     )
 
 
-def kl_rise_lines(histories: pd.DataFrame, labels: dict[str, str]) -> list[str]:
-    """One answer per run of the long histories (run_id, key, step, value), labelled by `labels`."""
+def kl_rise_lines(histories: pd.DataFrame, settings: dict[str, list[str]]) -> list[str]:
+    """One answer per setting from the long histories (run_id, key, step, value) of its runs, by its label; the
+    runs without a history to answer from are left out."""
     lines = []
-    for run_id, label in labels.items():
-        path = kl_path(wide(histories[histories["run_id"] == run_id]))
-        if path is not None:
-            lines.append(kl_rise_line(label, path))
+    for label, run_ids in settings.items():
+        paths = [kl_path(wide(histories[histories["run_id"] == run_id])) for run_id in run_ids]
+        paths = [path for path in paths if path is not None]
+        if paths:
+            lines.append(kl_rise_line(label, paths))
     return lines
 
 

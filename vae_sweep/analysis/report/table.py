@@ -170,18 +170,32 @@ def unfinished(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] != "FINISHED"]
 
 
+def seed_samples(runs: pd.DataFrame) -> pd.Series:
+    """Which sample of its setting each run is: its training.seed, so that two runs of one seed (a reproduction, a
+    rerun with training.resume=never) are one sample; a run without a recorded seed is a sample of its own."""
+    if SEED not in runs:
+        return runs["run_id"]
+    return runs[SEED].astype(object).where(runs[SEED].notna(), runs["run_id"])
+
+
 def aggregate(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """One row per setting of `keys`: each metric's mean, its std over seeds as '<metric> std', the number of runs as
-    `seeds`, their ids (lowest seed first) as `run_ids`, and the first value of every other config key."""
+    """One row per setting of `keys`: each metric's mean and its std over seeds as '<metric> std' (runs of one seed
+    averaged first, as one sample), the number of distinct seeds as `seeds` and of runs as `runs`, their ids (lowest
+    seed first) as `run_ids`, and the first value of every other config key."""
     order = keys + ([SEED] if SEED in runs and SEED not in keys else [])
-    grouped = runs.sort_values(order, kind="stable").groupby(keys, dropna=False, sort=True)
+    ordered = runs.sort_values(order, kind="stable")
+    grouped = ordered.groupby(keys, dropna=False, sort=True)
     metrics = metric_columns(runs)
+    sampled = ordered.assign(_sample=seed_samples(ordered))
+    samples = sampled.groupby([*keys, "_sample"], dropna=False, sort=True)[metrics].mean().reset_index()
+    by_seed = samples.groupby(keys, dropna=False, sort=True)
     constants = [p for p in param_columns(runs) if p not in keys and is_sweepable(p)]
     points = pd.concat(
         [
-            grouped.size().rename("seeds"),
-            grouped[metrics].mean(),
-            grouped[metrics].std().add_suffix(" std"),
+            by_seed.size().rename("seeds"),
+            grouped.size().rename("runs"),
+            by_seed[metrics].mean(),
+            by_seed[metrics].std().add_suffix(" std"),
             grouped["run_id"].agg(list).rename("run_ids"),
             grouped[constants].first(),
         ],
