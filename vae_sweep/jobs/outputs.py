@@ -50,14 +50,6 @@ def write_kl_history(kl_history: list[list[float]], path: Path) -> None:
         writer.writerows([epoch, *(round(value, 6) for value in row)] for epoch, row in enumerate(kl_history, 1))
 
 
-# How the figures name each prior p(z) the samples come from, and what the manifold's N(0, I) square is for it.
-PRIOR_WORDS = {"normal": "N(0, I)", "vamp": "the VampPrior (a mixture of the pseudo-inputs' posteriors)"}
-MANIFOLD_NOTES = {
-    "normal": "",
-    "vamp": "The prior is a VampPrior, not N(0, I): the square is where N(0, I) has its mass, not the prior's.",
-}
-
-
 @torch.no_grad()
 def write_figures(
     model: VAEModel,
@@ -69,17 +61,17 @@ def write_figures(
     kl_history=(),
 ) -> None:
     """The study's figures for a trained model, from the test set and fixed seeds so that runs compare."""
-    images, shape, prior = test.images, model.shape, model.settings.prior.value
+    images, shape, prior = test.images, model.shape, model.prior
     figures.losses(history, folder / names.FIG_LOSSES)
     reconstructed = model.pixel_means(posterior.mean[:16]).cpu()
     figures.reconstructions(to_float(images[:16]).cpu(), reconstructed, folder / names.FIG_RECONSTRUCTIONS, shape=shape)
     prior_draws = model.sample(64, torch.Generator(images.device).manual_seed(0)).cpu()
-    figures.samples(prior_draws, folder / names.FIG_SAMPLES, PRIOR_WORDS[prior], shape)
+    figures.samples(prior_draws, folder / names.FIG_SAMPLES, prior.words, shape)
     figures.latent_scatter(posterior.mean.cpu(), test.labels.cpu(), folder / names.FIG_LATENT_SCATTER)
     if model.latent == 2:
         figures.manifold(
             model.pixel_means, folder / names.FIG_MANIFOLD, device=images.device, shape=shape,
-            note=MANIFOLD_NOTES[prior],
+            note=prior.manifold_note,
         )  # fmt: skip
     figures.kl_per_dim(kl.cpu(), folder / names.FIG_KL_PER_DIM)
     if kl_history:

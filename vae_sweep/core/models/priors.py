@@ -25,6 +25,9 @@ class NormalPrior(nn.Module):
     """p(z) = N(0, I): its KL from a Gaussian posterior is analytic, per dimension."""
 
     components = 1
+    words = "N(0, I)"  # how figures name it
+    # The manifold figure decodes [-3, 3]^2, the central mass of N(0, I): for this prior, nothing to add.
+    manifold_note = ""
 
     def __init__(self, latent: int, pixels: int, components: int):
         super().__init__()
@@ -51,6 +54,9 @@ class VampPrior(nn.Module):
     The official code keeps u = hardtanh(W), initialised N(-0.05, 0.01), clamped at 0 and without a gradient there;
     the sigmoid keeps every pseudo-input in the pixel range with a gradient, starting from grey (0.5 + noise).
     """
+
+    words = "the VampPrior (a mixture of the pseudo-inputs' posteriors)"
+    manifold_note = "The prior is a VampPrior, not N(0, I): the square is where N(0, I) has its mass, not the prior's."
 
     def __init__(self, latent: int, pixels: int, components: int):
         super().__init__()
