@@ -53,8 +53,8 @@ def worker(threads: str, batches: int, repeats: int, data_root: str) -> dict:
     import torch
 
     from vae_sweep.config import OptimizerName
-    from vae_sweep.core.data import Split, load
-    from vae_sweep.core.model import VAE
+    from vae_sweep.core.data import SHAPES, Split, load
+    from vae_sweep.core.models import build_model
     from vae_sweep.core.optim import build_optimizer
     from vae_sweep.core.train import train_epoch
     from vae_sweep.jobs.runtime import TORCH_DEFAULT_THREADS, job_threads, set_cpu_threads
@@ -71,7 +71,7 @@ def worker(threads: str, batches: int, repeats: int, data_root: str) -> dict:
         generator = torch.Generator().manual_seed(0)
         images, source = torch.randint(0, 256, (count, 784), dtype=torch.uint8, generator=generator), "random pixels"
     torch.manual_seed(0)
-    model = VAE(latent=2)
+    model = build_model({"name": "mlp", "latent": 2}, SHAPES["mnist"])
     options = argparse.Namespace(name=OptimizerName.adam, lr=1e-3, weight_decay=0.0, fused=True)
     optimizer = build_optimizer(model, options)
     generator = torch.Generator().manual_seed(0)

@@ -207,6 +207,23 @@ def job_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return build_optimizer(model, node)
 
 
+def job_model(latent: int = 2, hidden: Sequence[int] = (512, 256), **model_keys) -> nn.Module:
+    """The model `model.latent=... model.hidden=[...]` (and any other `model` keys) builds for MNIST."""
+    from vae_sweep.core.data import SHAPES
+    from vae_sweep.core.models import build_model
+
+    return build_model({"name": "mlp", "latent": latent, "hidden": list(hidden), **model_keys}, SHAPES["mnist"])
+
+
+def fit_epochs(model, optimizer, train, test, training, sink, generator, history) -> list[dict[str, float]]:
+    """vae_sweep's fit() on a test split from a `training` node, carrying on after `history`."""
+    from vae_sweep.core.train import FitSettings, Hooks, Start, fit
+
+    return fit(
+        model, optimizer, train, {"test": test}, FitSettings.of(training), Hooks(sink), Start(generator, history)
+    )
+
+
 # ---- `python -m vae_sweep` as a measured subprocess ---------------------------------------------------------------
 
 

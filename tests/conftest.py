@@ -87,6 +87,23 @@ def training_settings(**changes) -> SimpleNamespace:
     return SimpleNamespace(**{**values, **changes})
 
 
+MNIST_SHAPE = (1, 28, 28)
+
+
+def small_model(latent: int = 3, hidden=(64,), shape=MNIST_SHAPE, **keys):
+    """A model as `model.latent=... model.hidden=[...]` (and any other `model` keys) would build it."""
+    from vae_sweep.core.models import build_model
+
+    return build_model({"name": "mlp", "latent": latent, "hidden": list(hidden), **keys}, shape)
+
+
+def fit_plainly(model, optimizer, train, test, settings, sink, dynamic=False, start=None, **hooks):
+    """fit() with a test split, a `training`-like node and hooks by name, as the tests call it."""
+    from vae_sweep.core.train import FitSettings, Hooks, fit
+
+    return fit(model, optimizer, train, {"test": test}, FitSettings.of(settings, dynamic), Hooks(sink, **hooks), start)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -140,8 +157,9 @@ def compose_job(root: Path, *overrides: str) -> DictConfig:
     from hydra.core.hydra_config import HydraConfig
 
     from vae_sweep.config import register_configs
+    from vae_sweep.core.models import schemas
 
-    register_configs()
+    register_configs(schemas())
     with initialize_config_module("vae_sweep.conf", version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     output_dir = root / "outputs" / "in-process"

@@ -4,11 +4,12 @@ from hydra.core.hydra_config import HydraConfig
 
 from tests.conftest import REPO
 from vae_sweep.config import flatten, register_configs, to_container, validate
+from vae_sweep.core.models import schemas
 from vae_sweep.errors import ConfigError
 
 
 def compose_config(*overrides: str):
-    register_configs()
+    register_configs(schemas())
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
@@ -51,6 +52,9 @@ def test_seed_experiment_sweeps_three_study_points():
         ("training.beta=-0.5", "training.beta"),
         ("training.device=tpu", "training.device"),
         ("optimizer.momentum=1.5", "optimizer.momentum"),
+        ("model.samples=0", "model.samples"),
+        ("model.prior_components=0", "model.prior_components"),
+        ("model.name=conv", "model.name"),  # the family is the group's option, not a name to rewrite
     ],
 )
 def test_out_of_range_values_name_the_key_and_what_is_allowed(override, key):
@@ -114,3 +118,39 @@ def test_a_shortened_burda_schedule_is_allowed_and_recorded():
 def test_a_schedule_and_an_epoch_count_that_disagree_name_both(overrides):
     with pytest.raises(ConfigError, match=r"training.epochs: .*allowed: (330|3280), the passes of optimizer.schedule"):
         validate(compose_config("experiment=burda_vae", *overrides))
+
+
+def test_each_family_has_its_own_keys_and_rules():
+    conv = compose_config("model=conv", "model.objective=iwae", "model.samples=5", "model.prior=vamp")
+    assert (conv.model.name, list(conv.model.channels), conv.model.objective.value) == ("conv", [16, 32], "iwae")
+    assert "hidden" not in conv.model
+    validate(conv)
+    with pytest.raises(ConfigError, match=r"model.kernel: 9; allowed: an integer in \[2, 7\]"):
+        validate(compose_config("model=conv", "model.kernel=9"))
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["model=foo"], "available options in 'model': conv, mlp"),
+        (["model=conv", "model.hidden=[32]"], "model=conv has the keys name, latent,"),
+        (["model.objective=bogus"], "expected one of [elbo, iwae]"),
+    ],
+)
+def test_an_unknown_family_or_a_foreign_key_is_one_error_naming_what_is_allowed(overrides, words):
+    from vae_sweep.cli import _user_message
+
+    with pytest.raises(Exception) as caught:
+        compose_config(*overrides)
+    assert words in _user_message(caught.value)
+
+
+def test_an_old_style_mlp_config_keeps_its_fingerprint():
+    """The fingerprints main gave these configs before model families: FINISHED runs are still skipped, not redone."""
+    from vae_sweep.tracking.resume import fingerprint
+
+    before = {(): "cd647f6bfbf30c5f", ("experiment=burda_vae",): "be181496786efb2c"}
+    for overrides, key in before.items():
+        config = to_container(compose_config(*overrides, "paths.output_dir=/tmp/job"))
+        assert fingerprint(config) == key
+        assert fingerprint({**config, "model": {**config["model"], "samples": 5}}) != key

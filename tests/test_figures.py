@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_sweep.core.model import PIXELS, VAE
+from tests.conftest import small_model
 from vae_sweep.evaluation import figures
 
 TILE = 28 + figures.GRID_PADDING
@@ -20,7 +20,7 @@ def no_open_figures():
 
 
 def random_images(count: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(count, PIXELS, generator=torch.Generator().manual_seed(seed))
+    return torch.rand(count, 784, generator=torch.Generator().manual_seed(seed))
 
 
 def read_png(path) -> np.ndarray:
@@ -47,7 +47,7 @@ def history(epochs: int) -> list[dict[str, float]]:
 
 
 def test_image_grid_places_images_row_by_row_with_padding():
-    images = torch.arange(4).float().div(4).repeat_interleave(PIXELS).reshape(4, PIXELS)
+    images = torch.arange(4).float().div(4).repeat_interleave(784).reshape(4, 784)
     grid = figures.image_grid(images, nrow=2)
     assert grid.shape == (2 * TILE + figures.GRID_PADDING, 2 * TILE + figures.GRID_PADDING)
     for index in range(4):
@@ -88,7 +88,7 @@ def test_reconstructions_refuses_rows_of_different_lengths(tmp_path):
 
 
 def test_samples_is_a_square_grid(tmp_path):
-    model = VAE(latent=2, hidden=[16])
+    model = small_model(latent=2, hidden=[16])
     path = figures.samples(model.sample(64, torch.Generator().manual_seed(0)), tmp_path / "samples.png")
     height, width = read_png(path).shape[:2]
     assert 0.8 < height / width < 1.3
@@ -130,7 +130,7 @@ def test_manifold_decodes_once_the_grid_from_corner_to_corner_without_gradients(
 
     def decode(z):
         calls.append((z.clone(), torch.is_grad_enabled()))
-        return torch.rand(len(z), PIXELS)
+        return torch.rand(len(z), 784)
 
     path = figures.manifold(decode, tmp_path / "manifold.png")
     read_png(path)
@@ -150,21 +150,21 @@ def tile_means(grid: np.ndarray, n: int) -> np.ndarray:
 
 def test_manifold_grid_puts_z1_left_to_right_and_z2_bottom_to_top():
     span, n = 3.0, 5
-    brightness_of_z1 = figures.manifold_grid(lambda z: ((z[:, :1] + span) / (2 * span)).expand(-1, PIXELS), n, span)
-    brightness_of_z2 = figures.manifold_grid(lambda z: ((z[:, 1:] + span) / (2 * span)).expand(-1, PIXELS), n, span)
+    brightness_of_z1 = figures.manifold_grid(lambda z: ((z[:, :1] + span) / (2 * span)).expand(-1, 784), n, span)
+    brightness_of_z2 = figures.manifold_grid(lambda z: ((z[:, 1:] + span) / (2 * span)).expand(-1, 784), n, span)
     expected = np.linspace(0.0, 1.0, n)
     assert np.allclose(tile_means(brightness_of_z1, n), np.tile(expected, (n, 1)), atol=1e-6)
     assert np.allclose(tile_means(brightness_of_z2, n), np.tile(expected[::-1, None], (1, n)), atol=1e-6)
 
 
 def test_manifold_of_a_vae(tmp_path):
-    read_png(figures.manifold(VAE(latent=2, hidden=[16]).decode, tmp_path / "manifold.png"))
+    read_png(figures.manifold(small_model(latent=2, hidden=[16]).pixel_means, tmp_path / "manifold.png"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_manifold_of_a_vae_on_the_gpu(tmp_path):
-    model = VAE(latent=2, hidden=[16]).cuda()
-    read_png(figures.manifold(model.decode, tmp_path / "manifold.png", device="cuda"))
+    model = small_model(latent=2, hidden=[16]).cuda()
+    read_png(figures.manifold(model.pixel_means, tmp_path / "manifold.png", device="cuda"))
 
 
 def test_kl_per_dim_widens_with_the_number_of_dimensions(tmp_path):
@@ -195,3 +195,10 @@ def test_a_figure_that_fails_is_closed_and_not_written(tmp_path):
     with pytest.raises(RuntimeError, match="decoder broke"):
         figures.manifold(decode, tmp_path / "manifold.png")
     assert not (tmp_path / "manifold.png").exists()
+
+
+def test_an_rgb_grid_keeps_its_three_channels_and_odd_sizes_their_shape():
+    rgb = torch.rand(4, 3 * 32 * 32, generator=torch.Generator().manual_seed(0))
+    assert figures.image_grid(rgb, nrow=2, shape=(3, 32, 32)).shape == (2 + 2 * 34, 2 + 2 * 34, 3)
+    with pytest.raises(ValueError, match="pass the images' shape"):
+        figures.image_grid(torch.rand(2, 3 * 32 * 32), nrow=2)

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.conftest import small_model
 from vae_sweep.core.metrics import (
     active_units,
     frechet_distance,
@@ -12,24 +13,30 @@ from vae_sweep.core.metrics import (
     kl_per_dimension,
     posterior_means,
 )
-from vae_sweep.core.model import VAE, kl_per_dim, loss_terms
+from vae_sweep.core.models import Posterior
+from vae_sweep.core.models.priors import NormalPrior, standard_kl_per_dim
 
 
 class PriorPosteriorFixedDecoder(nn.Module):
     """q(z|x) = p(z) and p(x|z) does not depend on z, so every importance weight equals p(x)."""
 
     latent = 3
+    shape = (1, 28, 28)
 
     def __init__(self, logits: torch.Tensor):
         super().__init__()
         self.logits = logits
+        self.prior = NormalPrior(self.latent, 784, 1)
 
     def encode(self, x):
         zeros = torch.zeros(len(x), self.latent)
-        return zeros, zeros
+        return Posterior(zeros, zeros)
 
-    def decode_logits(self, z):
+    def decode(self, z):
         return self.logits.expand(*z.shape[:-1], -1)
+
+    def log_prior(self, z):
+        return self.prior.log_prob(z, self.encode)
 
 
 class CopyEncoder(nn.Module):
@@ -44,13 +51,13 @@ class CopyEncoder(nn.Module):
     def encode(self, x):
         mu = torch.zeros(len(x), self.latent)
         mu[:, : self.active] = 10 * x[:, : self.active]
-        return mu, torch.zeros_like(mu)
+        return Posterior(mu, torch.zeros_like(mu))
 
 
 @pytest.fixture(scope="module")
 def small_vae():
     torch.manual_seed(0)
-    return VAE(latent=4, hidden=[32])
+    return small_model(latent=4, hidden=[32])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,7 @@ def test_bound_rises_with_k(small_vae, binary_images):
 def test_single_sample_bound_is_the_elbo(small_vae, binary_images):
     torch.manual_seed(2)
     with torch.no_grad():
-        elbo = -torch.stack([loss_terms(binary_images, *small_vae(binary_images))["loss"] for _ in range(200)]).mean()
+        elbo = -torch.stack([small_vae.objective(binary_images)["loss"] for _ in range(200)]).mean()
     l1 = sum(iwae_bound(small_vae, binary_images, 1, seed=seed) for seed in range(20)) / 20
     assert l1 == pytest.approx(elbo.item(), abs=0.5)
 
@@ -94,25 +101,26 @@ def test_bound_is_repeatable_and_leaves_the_mode_alone(small_vae, binary_images)
 
 
 def test_posterior_means_match_one_big_batch(small_vae, binary_images):
-    mu, logvar = posterior_means(small_vae, binary_images, batch_size=16)
+    posterior = posterior_means(small_vae, binary_images, batch_size=16)
     with torch.no_grad():
-        expected_mu, expected_logvar = small_vae.encode(binary_images)
-    torch.testing.assert_close(mu, expected_mu)
-    torch.testing.assert_close(logvar, expected_logvar)
+        expected = small_vae.encode(binary_images)
+    torch.testing.assert_close(posterior.mean, expected.mean)
+    torch.testing.assert_close(posterior.logvar, expected.logvar)
 
 
 def test_kl_per_dimension_averages_over_images():
-    mu, logvar = torch.randn(10, 3), torch.randn(10, 3)
-    kl = kl_per_dimension(mu, logvar)
+    model = small_model(latent=3)
+    posterior = Posterior(torch.randn(10, 3), torch.randn(10, 3))
+    kl = kl_per_dimension(model, posterior)
     assert kl.shape == (3,)
-    torch.testing.assert_close(kl, kl_per_dim(mu, logvar).mean(0))
-    assert kl_per_dimension(torch.zeros(5, 2), torch.zeros(5, 2)).abs().max().item() == 0.0
+    torch.testing.assert_close(kl, standard_kl_per_dim(posterior).mean(0))
+    assert kl_per_dimension(model, Posterior(torch.zeros(5, 3), torch.zeros(5, 3))).abs().max().item() == 0.0
 
 
 def test_active_units_count_dimensions_that_vary():
     images = torch.rand(100, 784, generator=torch.Generator().manual_seed(0))
-    collapsed, _ = posterior_means(CopyEncoder(active=0), images)
-    copying, _ = posterior_means(CopyEncoder(active=3), images)
+    collapsed = posterior_means(CopyEncoder(active=0), images).mean
+    copying = posterior_means(CopyEncoder(active=3), images).mean
     assert active_units(collapsed) == 0
     assert active_units(copying) == 3
 
@@ -141,8 +149,8 @@ def test_grey_levels_give_the_bound_and_means_of_their_floats(small_vae):
     grey = torch.randint(0, 256, (30, 784), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
     floats = grey.to(torch.float32).div_(255)
     assert iwae_bound(small_vae, grey, k=7, batch_size=8) == iwae_bound(small_vae, floats, k=7, batch_size=8)
-    for got, expected in zip(posterior_means(small_vae, grey, 7), posterior_means(small_vae, floats, 7), strict=True):
-        assert torch.equal(got, expected)
+    got, expected = posterior_means(small_vae, grey, 7), posterior_means(small_vae, floats, 7)
+    assert torch.equal(got.mean, expected.mean) and torch.equal(got.logvar, expected.logvar)
 
 
 def test_inception_score_splits_give_the_mean_and_deviation_of_each_parts_score():

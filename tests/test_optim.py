@@ -2,8 +2,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.conftest import small_model
 from vae_sweep.config import OptimizerConfig, OptimizerName, Schedule
-from vae_sweep.core.model import VAE
 from vae_sweep.core.optim import build_optimizer, lr_schedule, stepper
 from vae_sweep.schedule import burda_lr, burda_stage_passes
 
@@ -13,7 +13,7 @@ def twin_models(**adam_options):
     pair = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = VAE(latent=3, hidden=[16])
+        model = small_model(latent=3, hidden=[16])
         pair.append((model, torch.optim.Adam(model.parameters(), **adam_options)))
     return pair
 
@@ -25,8 +25,10 @@ def train_steps(model, step, steps=5, frozen=None, optimizer=None, lr_after=None
         if lr_after is not None and number == lr_after:
             optimizer.param_groups[0]["lr"] = 3e-4
         x = torch.rand(8, 784, generator=generator)
-        logits, mu, logvar = model(x)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, x) + mu.pow(2).mean() + logvar.exp().mean()
+        posterior = model.encode(x)
+        logits = model.decode(posterior.sample())
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, x) + posterior.mean.pow(2).mean()
+        loss = loss + posterior.logvar.exp().mean()
         model.zero_grad(set_to_none=True)
         loss.backward()
         if frozen is not None:
@@ -65,7 +67,7 @@ def test_stepper_falls_back_for_a_parameter_without_gradient():
 
 @pytest.mark.parametrize("options", [{"fused": False}, {"fused": True, "amsgrad": True}])
 def test_other_optimizers_step_as_usual(options):
-    model = VAE(latent=3, hidden=[16])
+    model = small_model(latent=3, hidden=[16])
     adam = torch.optim.Adam(model.parameters(), lr=1e-3, **options)
     assert stepper(adam) == adam.step
     sgd = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -73,7 +75,7 @@ def test_other_optimizers_step_as_usual(options):
 
 
 def test_build_optimizer_follows_the_config():
-    model = VAE(latent=3, hidden=[16])
+    model = small_model(latent=3, hidden=[16])
     node = OmegaConf.structured(OptimizerConfig(name=OptimizerName.sgd, lr=0.01, momentum=0.9))
     sgd = build_optimizer(model, node)
     assert isinstance(sgd, torch.optim.SGD)

@@ -5,10 +5,8 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA, training_settings
+from tests.conftest import SHARED_DATA, fit_plainly, small_model, training_settings
 from vae_sweep.core.data import load
-from vae_sweep.core.model import VAE
-from vae_sweep.core.train import fit
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,8 +36,8 @@ class Discard:
 def test_one_epoch_of_the_pytorch_examples_shape_beats_130_nats(mnist_root):
     torch.manual_seed(0)
     train, test = load("mnist", mnist_root)
-    model = VAE(latent=20, hidden=[400])
+    model = small_model(latent=20, hidden=[400])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     training = training_settings(epochs=1, batch_size=128, eval_batch_size=2000, eval_seed=1234)
-    history = fit(model, optimizer, train, test, training, Discard())
+    history = fit_plainly(model, optimizer, train, test, training, Discard())
     assert history[0]["loss/test"] < 130

@@ -120,3 +120,20 @@ def test_compare_paper_without_preset_runs_is_one_error(tmp_path, capsys):
         .err.splitlines()[-1]
         .startswith("error: No runs of a paper preset in experiment 'vae_sweep'")
     )
+
+
+def test_a_preset_sweeping_rows_compares_each_row_with_its_own_paper_value():
+    base = {"preset": "burda_iwae", **papers.BURDA_PROTOCOL}
+    runs = run_rows(
+        [
+            {**base, "model.objective": "elbo", "model.samples": 1, "quality/iwae_nll": 88.0, "training.seed": 0},
+            {**base, "model.objective": "iwae", "model.samples": 5, "quality/iwae_nll": 87.0, "training.seed": 0},
+            {**base, "model.objective": "iwae", "model.samples": 5, "quality/iwae_nll": 87.5, "training.seed": 1},
+        ]
+    )
+    compared, left_out = papers.comparison(runs)
+    assert left_out == []
+    rows = {row[0]: row for row in compared}
+    assert set(rows) == {"burda_iwae objective=elbo samples=1", "burda_iwae objective=iwae samples=5"}
+    assert rows["burda_iwae objective=iwae samples=5"][2:5] == ["87.25 ± 0.35 (2)", "85.54", "+1.71"]
+    assert rows["burda_iwae objective=elbo samples=1"][3] == "86.76"

@@ -9,10 +9,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import REPO, experiment_runs, make_mnist_like, run_cli, train_in_process, training_settings
+from tests.conftest import (
+    REPO,
+    experiment_runs,
+    fit_plainly,
+    make_mnist_like,
+    run_cli,
+    small_model,
+    train_in_process,
+    training_settings,
+)  # fmt: skip
 from vae_sweep.core.data import load
-from vae_sweep.core.model import VAE
-from vae_sweep.core.train import fit
+from vae_sweep.core.train import Start
 from vae_sweep.jobs import checkpoint
 from vae_sweep.tracking.resume import fingerprint, is_dead
 
@@ -68,7 +76,7 @@ class Discard:
 
 def fresh(seed=0):
     torch.manual_seed(seed)
-    model = VAE(latent=3, hidden=[32])
+    model = small_model(latent=3, hidden=[32])
     return model, torch.optim.Adam(model.parameters(), lr=1e-3), torch.Generator().manual_seed(0)
 
 
@@ -79,7 +87,8 @@ def without_time(history):
 def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
     train, test = load("mnist", tiny_data, download=False)
     model, optimizer, generator = fresh()
-    straight = fit(model, optimizer, train, test, training_settings(epochs=3), Discard(), generator=generator)
+    settings = training_settings(epochs=3)
+    straight = fit_plainly(model, optimizer, train, test, settings, Discard(), start=Start(generator))
 
     model, optimizer, generator = fresh()
     path = tmp_path / "state.pt"
@@ -87,12 +96,13 @@ def test_a_restored_state_continues_bitwise_identically(tiny_data, tmp_path):
     def save(history):
         checkpoint.save_state(checkpoint.training_state(model, optimizer, generator, history, []), path)
 
-    fit(model, optimizer, train, test, training_settings(epochs=1), Discard(), generator=generator, on_epoch_end=save)
+    settings = training_settings(epochs=1)
+    fit_plainly(model, optimizer, train, test, settings, Discard(), start=Start(generator), checkpoint=save)
     torch.manual_seed(123)  # whatever the new process's RNG holds must not matter
     model, optimizer, generator = fresh(seed=99)
     history = checkpoint.restore_training_state(checkpoint.load_state(path), model, optimizer, generator)
     settings = training_settings(epochs=3)
-    resumed = fit(model, optimizer, train, test, settings, Discard(), generator=generator, history=history)
+    resumed = fit_plainly(model, optimizer, train, test, settings, Discard(), start=Start(generator, history))
     assert without_time(resumed) == without_time(straight)
 
 

@@ -18,6 +18,7 @@ from tests.test_resume import runs_of, start
 from tests.test_tracking import check_complete_run
 from vae_sweep import names
 from vae_sweep.config import register_configs
+from vae_sweep.core.models import schemas
 from vae_sweep.jobs.runtime import threads_per_job
 
 GRID = ["model.latent=2,3", "training.epochs=1,2", "model.hidden=[32]"]
@@ -43,7 +44,7 @@ def test_threads_per_job_shares_the_cores_among_parallel_jobs(launcher, cores, t
 
 
 def hydra_launcher(*overrides: str):
-    register_configs()
+    register_configs(schemas())
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=True).hydra.launcher
 

@@ -1,12 +1,13 @@
+import json
+
 import pytest
 import torch
 
-from tests.conftest import training_settings
+from tests.conftest import REPO, fit_plainly, small_model, training_settings
 from vae_sweep import names
 from vae_sweep.core.data import Split, load
 from vae_sweep.core.metrics import active_units, kl_per_dimension, posterior_means
-from vae_sweep.core.model import VAE
-from vae_sweep.core.train import evaluate, evaluate_with_posterior, fit, kl_weight
+from vae_sweep.core.train import FitSettings, Hooks, evaluate, evaluate_with_posterior, fit, kl_weight
 from vae_sweep.errors import NonFiniteLoss
 
 
@@ -18,15 +19,27 @@ class Recorder:
         self.epochs.append((epoch, metrics))
 
 
-def train_once(tiny_data, lr_at=None, on_posterior=None, **changes):
+def train_once(tiny_data, lr_at=None, on_usage=None, dynamic=False, **changes):
     torch.manual_seed(0)
     train, test = load("mnist", tiny_data, download=False)
-    model = VAE(latent=3, hidden=[64])
+    model = small_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     recorder = Recorder()
     settings = training_settings(**changes)
-    history = fit(model, optimizer, train, test, settings, recorder, lr_at=lr_at, on_posterior=on_posterior)
+    history = fit_plainly(model, optimizer, train, test, settings, recorder, dynamic, lr_at=lr_at, on_usage=on_usage)
     return history, recorder, model
+
+
+def strip_times(history):
+    return [{k: v for k, v in row.items() if k != names.EPOCH_TIME} for row in history]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_the_default_mlp_elbo_trains_bit_for_bit_as_before_model_families(tiny_data, dynamic):
+    """The histories that the single MLP class of core/model.py gave (computed from main before core/models/)."""
+    before = json.loads((REPO / "tests" / "elbo_histories_main.json").read_text())[f"dynamic={dynamic}"]
+    history, _, _ = train_once(tiny_data, dynamic=dynamic, epochs=2, kl_warmup_epochs=1)
+    assert strip_times(history) == before
 
 
 def test_kl_weight_ramps_linearly_then_holds():
@@ -59,10 +72,9 @@ def test_fit_reports_every_epoch_and_learns(tiny_data):
 def test_same_seed_gives_bitwise_identical_losses(tiny_data):
     first, _, _ = train_once(tiny_data)
     second, _, _ = train_once(tiny_data)
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in rows]  # noqa: E731
-    assert strip(first) == strip(second)
+    assert strip_times(first) == strip_times(second)
     other, _, _ = train_once(tiny_data, seed=1)
-    assert strip(other) != strip(first)
+    assert strip_times(other) != strip_times(first)
 
 
 def test_grey_levels_train_exactly_like_their_floats(tiny_data):
@@ -74,10 +86,10 @@ def test_grey_levels_train_exactly_like_their_floats(tiny_data):
         (Split(train.floats(), train.labels), Split(test.floats(), test.labels)),
     ):
         torch.manual_seed(0)
-        model = VAE(latent=3, hidden=[64])
+        model = small_model()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        history = fit(model, optimizer, split_train, split_test, training_settings(epochs=2), Recorder())
-        histories.append([{k: v for k, v in row.items() if k != "time/epoch_s"} for row in history])
+        history = fit_plainly(model, optimizer, split_train, split_test, training_settings(epochs=2), Recorder())
+        histories.append(strip_times(history))
     assert train.images.dtype == torch.uint8 and histories[0] == histories[1]
 
 
@@ -91,7 +103,7 @@ def test_warmup_weights_the_train_kl_but_not_the_test_loss(tiny_data):
 
 def test_evaluation_is_repeatable_and_leaves_the_training_rng_alone(tiny_data):
     _, test = load("mnist", tiny_data, download=False)
-    model = VAE(latent=3, hidden=[64])
+    model = small_model()
     state = torch.get_rng_state()
     assert evaluate(model, test, 64, seed=5) == evaluate(model, test, 64, seed=5)
     assert torch.equal(torch.get_rng_state(), state)
@@ -99,12 +111,12 @@ def test_evaluation_is_repeatable_and_leaves_the_training_rng_alone(tiny_data):
 
 def test_non_finite_loss_stops_with_epoch_and_batch(tiny_data):
     train, test = load("mnist", tiny_data, download=False)
-    model = VAE(latent=3, hidden=[64])
+    model = small_model()
     with torch.no_grad():
         model.posterior.bias.fill_(float("nan"))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     with pytest.raises(NonFiniteLoss, match=r"epoch 1, batch 1 of 10"):
-        fit(model, optimizer, train, test, training_settings(), Recorder())
+        fit_plainly(model, optimizer, train, test, training_settings(), Recorder())
 
 
 def test_with_beta_the_test_elbo_weighs_the_kl_by_one(tiny_data):
@@ -124,20 +136,20 @@ def test_each_epoch_sets_and_records_the_scheduled_learning_rate(tiny_data):
 
 def test_latent_usage_per_epoch_is_what_a_separate_encoder_pass_gives(tiny_data):
     seen = []
-    history, _, model = train_once(tiny_data, on_posterior=lambda epoch, posterior: seen.append((epoch, posterior)))
+    history, _, model = train_once(tiny_data, on_usage=lambda epoch, usage: seen.append((epoch, usage)))
     assert [epoch for epoch, _ in seen] == [1, 2, 3]
     _, test = load("mnist", tiny_data, download=False)
-    means, logvars = posterior_means(model, test.images)
+    posterior = posterior_means(model, test.images)
     final = seen[-1][1]
-    torch.testing.assert_close(final.means, means)
-    torch.testing.assert_close(final.kl_per_dim, kl_per_dimension(means, logvars))
-    assert history[-1][names.ACTIVE_UNITS] == active_units(means)
+    torch.testing.assert_close(final.means, posterior.mean)
+    torch.testing.assert_close(final.kl_per_dim, kl_per_dimension(model, posterior))
+    assert history[-1][names.ACTIVE_UNITS] == active_units(posterior.mean)
     assert final.kl_per_dim.sum().item() == pytest.approx(history[-1]["loss/kl/test"], rel=1e-5)
 
 
 def test_evaluate_is_evaluate_with_posterior_without_it(tiny_data):
     _, test = load("mnist", tiny_data, download=False)
-    model = VAE(latent=3, hidden=[64])
+    model = small_model()
     terms, posterior = evaluate_with_posterior(model, test, 64, seed=5)
     assert terms == evaluate(model, test, 64, seed=5)
     assert posterior.means.shape == (len(test), 3) and posterior.kl_per_dim.shape == (3,)
@@ -147,10 +159,11 @@ def test_a_validation_split_is_evaluated_every_epoch_beside_the_test_set(tiny_da
     torch.manual_seed(0)
     train, test = load("mnist", tiny_data, download=False)
     val = Split(train.images[:100], train.labels[:100])
-    model, recorder = VAE(latent=3, hidden=[16]), Recorder()
+    model, recorder = small_model(hidden=(16,)), Recorder()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    settings = FitSettings.of(training_settings(epochs=1))
     with caplog.at_level("INFO", logger="vae_sweep.core.train"):
-        history = fit(model, optimizer, train, {"test": test, "val": val}, training_settings(epochs=1), recorder)
+        history = fit(model, optimizer, train, {"test": test, "val": val}, settings, Hooks(recorder))
     row = history[-1]
     val_keys = {names.epoch_key("val", term) for term in ("loss", "recon", "kl", "elbo")}
     assert val_keys <= set(recorder.epochs[0][1]) and val_keys <= set(names.EPOCH_METRICS)

@@ -6,9 +6,10 @@ from omegaconf import DictConfig
 from vae_sweep import names
 from vae_sweep.cli import main_with_clean_errors, single_run_exits_on_user_error
 from vae_sweep.config import CONFIG_PACKAGE, register_configs
+from vae_sweep.core.models import schemas
 from vae_sweep.jobs.task import run
 
-register_configs()
+register_configs(schemas())
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PACKAGE, config_name="config")

@@ -3,8 +3,10 @@ SIGHUP) one `interrupted` line and exit code 128 + its number (130, 143, 129), n
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import re
 import sys
 from typing import Callable, TypeVar
 
@@ -26,7 +28,27 @@ def _user_message(error: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         # OmegaConf appends full_key / object_type lines; the first line says what is wrong.
         message += "\n" + str(cause).strip().splitlines()[0]
-    return message
+    # Hydra lists a group's options one per line: on one line they stay an `error:` line.
+    message = re.sub(r"\n*Available options in '([^']+)':((?:\n\t\S+)+)", _options_line, message)
+    return message + _foreign_model_key(message)
+
+
+def _options_line(match: re.Match) -> str:
+    return f"; available options in '{match.group(1)}': " + ", ".join(match.group(2).split())
+
+
+def _foreign_model_key(message: str) -> str:
+    """A key of another family's schema: name the keys the chosen family has."""
+    found = re.search(r"Key '(\w+)' not in '(\w+)'", message)
+    if found is None:
+        return ""
+    from vae_sweep.core.models import schemas
+
+    for family, schema in schemas().items():
+        if schema.__name__ == found.group(2):
+            keys = ", ".join(field.name for field in dataclasses.fields(schema))
+            return f"\nmodel={family} has the keys {keys}; other families: model=" + ",".join(schemas())
+    return ""
 
 
 def report_user_error(error: BaseException) -> None:

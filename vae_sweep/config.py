@@ -5,17 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vae_sweep import names, schedule
 from vae_sweep.errors import ConfigError
-
-
-class Activation(Enum):
-    relu = "relu"
-    tanh = "tanh"
 
 
 class Dataset(Enum):
@@ -68,14 +63,6 @@ class OptimizerName(Enum):
     adam = "adam"
     sgd = "sgd"
     adagrad = "adagrad"
-
-
-@dataclass
-class ModelConfig:
-    name: str = "mlp"
-    latent: int = 2
-    hidden: List[int] = field(default_factory=lambda: [512, 256])
-    activation: Activation = Activation.relu
 
 
 @dataclass
@@ -182,7 +169,8 @@ class PathsConfig:
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # One option of the `model` group, typed by its family's schema (register_configs); the default is mlp.
+    model: Any = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -196,11 +184,22 @@ class Config:
 CONFIG_PACKAGE = "pkg://vae_sweep.conf"
 
 
-def register_configs() -> None:
-    """The typed root node that conf/config.yaml lists first; the group files merge onto it, type-checked."""
+MODEL_SCHEMA_GROUP = "model_schema"
+
+
+def register_configs(model_schemas: dict[str, type]) -> None:
+    """The typed root node that conf/config.yaml lists first, and each model family's schema, which its
+    conf/model/<family>.yaml lists first (as `/model_schema/<family>@_here_`, a group of its own so that `model=`
+    offers only the families); the group files merge onto them, type-checked.
+
+    The families come from the caller (vae_sweep.core.models.schemas()): this foundation module knows none of them.
+    """
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for family, schema in model_schemas.items():
+        store.store(group=MODEL_SCHEMA_GROUP, name=family, node=schema)
 
 
 def _is_device(value: str) -> bool:
@@ -212,8 +211,6 @@ def _is_device(value: str) -> bool:
 
 # key -> (test, what is allowed); each test takes the value the config holds after type conversion.
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "model.latent": (lambda v: v >= 1, "an integer >= 1"),
-    "model.hidden": (lambda v: len(v) >= 1 and all(h >= 1 for h in v), "a non-empty list of integers >= 1"),
     "data.validation": (lambda v: v >= 0, "a number of training images >= 0 (0: no validation split)"),
     "data.size": (lambda v: v >= 1, "an integer >= 1 (pixels per side)"),
     "data.channels": (lambda v: v in (1, 3), "1 (grey) or 3 (RGB)"),
@@ -254,7 +251,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
-    for key, (test, allowed) in _RULES.items():
+    for key, (test, allowed) in {**_RULES, **_model_rules(cfg)}.items():
         value = OmegaConf.select(cfg, key)
         if value is None:
             continue
@@ -285,6 +282,21 @@ def _check_data_source(cfg: DictConfig) -> None:
                 raise ConfigError(
                     f"data.{key} applies to data=images and data=arrays, not data={name.value}; allowed: unset."
                 )
+
+
+def _model_rules(cfg: DictConfig) -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """The range rules of the chosen family's schema (its RULES), and model.name held to the family chosen."""
+    model = OmegaConf.select(cfg, "model")
+    schema = OmegaConf.get_type(model) if isinstance(model, DictConfig) else None
+    if schema is None or not hasattr(schema, "RULES"):
+        return {}
+    family = schema.name
+    rules = {f"model.{key}": rule for key, rule in schema.RULES.items()}
+    rules["model.name"] = (
+        lambda v: v == family,
+        f"{family!r}, the family of the model group chosen; choose another family with model=<family>",
+    )
+    return rules
 
 
 def _check_schedule_length(cfg: DictConfig) -> None:

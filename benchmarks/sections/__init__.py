@@ -4,7 +4,7 @@ efficiency reads the epoch section's times and sweep reads memory's evaluation c
 it reads.
 """
 
-from benchmarks.sections import efficiency, epoch, full_sweep, jobs, memory, sweep, tracking
+from benchmarks.sections import efficiency, epoch, families, full_sweep, jobs, memory, sweep, tracking
 
 SECTIONS = (
     epoch.SECTION,
@@ -14,6 +14,7 @@ SECTIONS = (
     sweep.SECTION,
     full_sweep.SECTION,
     jobs.SECTION,
+    families.SECTION,
 )
 # The targets table puts the sweep measured in full before the one extrapolated from a scaled-down sweep.
 TARGET_ORDER = (

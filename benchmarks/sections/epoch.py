@@ -4,6 +4,7 @@ pytorch/examples, on each model shape."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Callable
@@ -19,7 +20,9 @@ from benchmarks.common import (
     Context,
     Section,
     alternated,
+    fit_epochs,
     fmt_s,
+    job_model,
     job_optimizer,
     job_training_node,
     matmul_operands,
@@ -28,6 +31,7 @@ from benchmarks.common import (
     summary,
 )
 from vae_sweep import names
+from vae_sweep.core.data import SHAPES
 
 EXAMPLES_MODEL = MODELS[3][0]
 TARGET = "epoch time of the pytorch/examples shape <= 0.35 x the conventional loop"
@@ -59,6 +63,15 @@ def conventional_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, lo
     return bce + kld
 
 
+PIXELS_OF_MNIST = math.prod(SHAPES["mnist"])
+
+
+def conventional_forward(model, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pytorch/examples' forward: decoder logits of a posterior sample, with the posterior's mu and logvar."""
+    posterior = model.encode(data)
+    return model.decode(posterior.sample()), posterior.mean, posterior.logvar
+
+
 def conventional_train(model, optimizer, loader, pixels: int, max_batches: int | None = None) -> float:
     model.train()
     train_loss, images = 0.0, 0
@@ -67,7 +80,7 @@ def conventional_train(model, optimizer, loader, pixels: int, max_batches: int |
             break
         data = data.view(-1, pixels)
         optimizer.zero_grad()
-        logits, mu, logvar = model(data)
+        logits, mu, logvar = conventional_forward(model, data)
         loss = conventional_loss(torch.sigmoid(logits), data, mu, logvar)
         loss.backward()
         train_loss += loss.item()
@@ -82,7 +95,7 @@ def conventional_test(model, loader, pixels: int) -> float:
     with torch.no_grad():
         for data, _ in loader:
             data = data.view(-1, pixels)
-            logits, mu, logvar = model(data)
+            logits, mu, logvar = conventional_forward(model, data)
             test_loss += conventional_loss(torch.sigmoid(logits), data, mu, logvar).item()
     return test_loss / len(loader.dataset)
 
@@ -118,8 +131,7 @@ def compare(ctx: Context, hidden, latent, conv_train, conv_test, mm, matmul: lis
     from torch.utils.data import DataLoader
 
     from vae_sweep.core.data import Split
-    from vae_sweep.core.model import PIXELS, VAE
-    from vae_sweep.core.train import evaluate, fit, train_epoch
+    from vae_sweep.core.train import evaluate, train_epoch
     from vae_sweep.tracking.runs import NullTracker
 
     train, test = ctx.data()
@@ -127,9 +139,9 @@ def compare(ctx: Context, hidden, latent, conv_train, conv_test, mm, matmul: lis
     batch, eval_batch = training.batch_size, training.eval_batch_size
     train_scale, test_scale = TRAIN_IMAGES / ctx.n_train, TEST_IMAGES / ctx.n_test
     torch.manual_seed(0)
-    ours = VAE(latent, hidden)
+    ours = job_model(latent, hidden)
     torch.manual_seed(0)
-    conv = VAE(latent, hidden)
+    conv = job_model(latent, hidden)
     ours_opt = job_optimizer(ours)  # as a job builds it (conf/optimizer/adam.yaml)
     conv_opt = torch.optim.Adam(conv.parameters(), lr=ours_opt.defaults["lr"])  # as pytorch/examples builds it
     generator = torch.Generator().manual_seed(0)
@@ -141,7 +153,7 @@ def compare(ctx: Context, hidden, latent, conv_train, conv_test, mm, matmul: lis
     warm = Split(train.images[:1280], train.labels[:1280])
     train_epoch(ours, ours_opt, warm, batch, torch.Generator().manual_seed(1), 1.0, False, False, 0)
     evaluate(ours, Split(test.images[:eval_batch], test.labels[:eval_batch]), eval_batch, 0)
-    conventional_train(conv, conv_opt, loader, PIXELS, max_batches=10)
+    conventional_train(conv, conv_opt, loader, PIXELS_OF_MNIST, max_batches=10)
     times = {name: {"train": [], "test": [], "epoch": [], "cpu": []} for name in ("ours", "conventional")}
     cpu = [0.0]  # process CPU time of the last epoch, set by the run functions
     losses = {}
@@ -150,7 +162,7 @@ def compare(ctx: Context, hidden, latent, conv_train, conv_test, mm, matmul: lis
         # One epoch of vae_sweep's fit() (train_epoch + evaluate, and whatever process settings fit makes).
         training.epochs = len(history) + 1
         start, cpu_start = time.perf_counter(), time.process_time()
-        history[:] = fit(ours, ours_opt, train, test, training, NullTracker(), generator=generator, history=history)
+        history[:] = fit_epochs(ours, ours_opt, train, test, training, NullTracker(), generator, history)
         epoch_s, cpu[0] = time.perf_counter() - start, time.process_time() - cpu_start
         settings["ours"] = {"optimizer": optimizer_flags(ours_opt), "denormals_flushed": denormals_flushed()}
         # The test part on its own, once more, to split the epoch into training and evaluation.
@@ -167,9 +179,9 @@ def compare(ctx: Context, hidden, latent, conv_train, conv_test, mm, matmul: lis
             "denormals_flushed": denormals_flushed(),
         }
         start, cpu_start = time.perf_counter(), time.process_time()
-        train_loss = conventional_train(conv, conv_opt, loader, PIXELS)
+        train_loss = conventional_train(conv, conv_opt, loader, PIXELS_OF_MNIST)
         middle = time.perf_counter()
-        test_loss = conventional_test(conv, test_loader, PIXELS)
+        test_loss = conventional_test(conv, test_loader, PIXELS_OF_MNIST)
         end = time.perf_counter()
         losses["conventional"] = {"train": train_loss, "test": test_loss}
         cpu[0] = time.process_time() - cpu_start

@@ -15,7 +15,9 @@ from benchmarks.common import (
     Context,
     Section,
     alternated,
+    fit_epochs,
     fmt_s,
+    job_model,
     job_optimizer,
     job_training_node,
     spread,
@@ -27,9 +29,8 @@ TARGET = "tracking overhead <= 2% of an epoch"
 
 
 def measure(ctx: Context) -> dict:
-    from vae_sweep.config import ModelConfig, TrainingConfig
-    from vae_sweep.core.model import VAE
-    from vae_sweep.core.train import fit
+    from vae_sweep.config import TrainingConfig
+    from vae_sweep.core.models.mlp import MLPSettings
     from vae_sweep.tracking.runs import MlflowTracker, NullTracker
     from vae_sweep.tracking.store import connect
 
@@ -40,7 +41,7 @@ def measure(ctx: Context) -> dict:
     client, experiment = connect(f"sqlite:///{folder}/mlflow.db", "benchmark", str(folder / "mlruns"))
     connect_s = time.perf_counter() - start
     params = {f"training.{k}": v for k, v in dataclasses.asdict(TrainingConfig()).items()}
-    params.update({f"model.{k}": v for k, v in dataclasses.asdict(ModelConfig()).items()})
+    params.update({f"model.{k}": v for k, v in dataclasses.asdict(MLPSettings()).items()})
     start = time.perf_counter()
     tracker = MlflowTracker.start(client, experiment, "benchmark", params, {"purpose": "benchmark"})
     start_s = time.perf_counter() - start
@@ -56,7 +57,7 @@ def measure(ctx: Context) -> dict:
     variants = {}
     for name, sink in (("null", NullTracker()), ("mlflow", TimedSink())):
         torch.manual_seed(0)
-        model = VAE(latent, hidden)
+        model = job_model(latent, hidden)
         variants[name] = {
             "model": model,
             "optimizer": job_optimizer(model),
@@ -71,16 +72,10 @@ def measure(ctx: Context) -> dict:
             variant = variants[name]
             training.epochs = len(variant["history"]) + 1
             begin = time.perf_counter()
-            variant["history"] = fit(
-                variant["model"],
-                variant["optimizer"],
-                train,
-                test,
-                training,
-                variant["sink"],
-                generator=variant["generator"],
-                history=variant["history"],
-            )
+            variant["history"] = fit_epochs(
+                variant["model"], variant["optimizer"], train, test, training, variant["sink"], variant["generator"],
+                variant["history"],
+            )  # fmt: skip
             variant["times"].append(time.perf_counter() - begin)
         ctx.note_load()
     # More log_epoch calls alone, for a steadier latency than one per epoch gives.

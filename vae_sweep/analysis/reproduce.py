@@ -210,9 +210,10 @@ def current_provenance(folder: Path, overrides: list[str]) -> dict[str, str]:
 
     from vae_sweep.config import register_configs, validate
     from vae_sweep.core.data import data_md5s, load_own
+    from vae_sweep.core.models import schemas
     from vae_sweep.tracking.provenance import provenance
 
-    register_configs()
+    register_configs(schemas())
     with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
         cfg = compose("reproduce", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

@@ -17,10 +17,12 @@ from vae_sweep.core.sources import Loaded, Pixels, load_source
 from vae_sweep.errors import UserError
 
 DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+# (channels, height, width) of each dataset's images; a Split holds them flattened, a model is built for this shape.
+SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
+
+MNIST_SHAPE = SHAPES["mnist"]  # a source of a user's own images gives its own shape
 
 GREY_LEVELS = 255
-# (channels, height, width) of the MNIST-style datasets; a source of a user's own images gives its own.
-MNIST_SHAPE = (1, 28, 28)
 # Rows converted to floats at a time where a whole split is converted, binarized, hashed or moved (3 MB of floats).
 CHUNK_ROWS = 1024
 
@@ -251,7 +253,7 @@ def prepare_data(data_cfg, device: torch.device, seed: int, own: Loaded | None =
     """A `data` config node's splits on the device, from `own` (a user's images, loaded already) or the IDX files;
     fixed binarization draws the training set from `seed`."""
     if own is None:
-        (train, test), shape = load(data_cfg.name.value, data_cfg.root, data_cfg.download), MNIST_SHAPE
+        (train, test), shape = load(data_cfg.name.value, data_cfg.root, data_cfg.download), SHAPES[data_cfg.name.value]
     else:
         (train, test), shape = (Split(*own.train), Split(*own.test)), own.shape
     train, val = hold_out(train, data_cfg.get("validation"))

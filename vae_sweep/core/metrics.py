@@ -6,57 +6,58 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from vae_sweep.core.data import to_float
-from vae_sweep.core.model import kl_per_dim
+from vae_sweep.core.models import Posterior, VAEModel
 
 # Largest tensor (in elements) one step of the IWAE bound builds: 2**22 float32 values are 16 MiB.
 MAX_ELEMENTS = 2**22
 
 
-def _chunk_sizes(k: int, latent: int, batch_size: int, max_elements: int, pixels: int) -> tuple[int, int]:
-    """Images per chunk and samples per decoder pass, so that noise and logits stay under max_elements."""
-    images = max(1, min(batch_size, max_elements // (k * latent)))
-    samples = max(1, min(k, max_elements // (images * pixels)))
+def _chunk_sizes(model: VAEModel, k: int, batch_size: int, max_elements: int) -> tuple[int, int]:
+    """Images per chunk and samples per decoder pass, so that noise, logits and the prior's (samples, images,
+    components) densities stay under max_elements."""
+    pixels = model.shape[0] * model.shape[1] * model.shape[2]
+    images = max(1, min(batch_size, max_elements // (k * model.latent)))
+    samples = max(1, min(k, max_elements // (images * max(pixels, model.prior.components))))
     return images, samples
 
 
-def _log_weights(model: nn.Module, x: Tensor, mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
-    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps; eps is (samples, images, latent)."""
-    z = mu + eps * torch.exp(0.5 * logvar)
-    logits = model.decode_logits(z)
+def _log_weights(model: VAEModel, x: Tensor, posterior: Posterior, eps: Tensor) -> Tensor:
+    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, with the model's own prior; eps is
+    (samples, images, latent)."""
+    z = posterior.mean + eps * torch.exp(0.5 * posterior.logvar)
+    logits = model.decode(z)
     log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
-    # The -log(2 pi) / 2 per dimension of p(z) and q(z|x) cancel, so neither carries it.
-    log_pz = -0.5 * z.pow(2).sum(-1)
-    log_qz_x = -0.5 * (eps.pow(2) + logvar).sum(-1)
-    return log_px_z + log_pz - log_qz_x
+    return log_px_z + model.log_prior(z) - posterior.log_prob(z)
 
 
-def _chunk_bound(model: nn.Module, x: Tensor, k: int, samples: int, generator: torch.Generator) -> Tensor:
+def _chunk_bound(model: VAEModel, x: Tensor, k: int, samples: int, generator: torch.Generator) -> Tensor:
     """L_k of each image in x, accumulating logsumexp over sample chunks in log space."""
-    mu, logvar = model.encode(x)
+    posterior = model.encode(x)
     # One draw of all k samples per image keeps the noise independent of how images and samples are chunked.
-    eps = torch.stack([torch.randn(k, mu.shape[-1], generator=generator, device=x.device) for _ in range(len(x))], 1)
+    eps = torch.stack([torch.randn(k, model.latent, generator=generator, device=x.device) for _ in range(len(x))], 1)
     log_sum = torch.full((len(x),), -math.inf, device=x.device)
     for eps_chunk in eps.split(samples):
-        log_sum = torch.logaddexp(log_sum, _log_weights(model, x, mu, logvar, eps_chunk).logsumexp(0))
+        log_sum = torch.logaddexp(log_sum, _log_weights(model, x, posterior, eps_chunk).logsumexp(0))
     return log_sum - math.log(k)
 
 
 def iwae_bound(
-    model: nn.Module, images: Tensor, k: int, batch_size: int = 100, seed: int = 0, max_elements: int = MAX_ELEMENTS
+    model: VAEModel, images: Tensor, k: int, batch_size: int = 100, seed: int = 0, max_elements: int = MAX_ELEMENTS
 ) -> float:
     """The importance-weighted bound L_k on log p(x) of Burda et al. (2015), averaged over images, in nats.
 
-    L_1 is the ELBO and L_k rises towards log p(x) as k grows, so -L_5000 is the usual test NLL estimate.
-    The likelihood is the Bernoulli one of the training loss, which also accepts grey levels.
-    The noise comes from `seed`, so the same model, images and k always give the same number.
+    L_1 is the ELBO and L_k rises towards log p(x) as k grows, so -L_5000 is the usual test NLL estimate. p(z) is the
+    model's prior (for a VampPrior, its mixture density). The likelihood is the Bernoulli one of the training loss,
+    which also accepts grey levels. The noise comes from `seed`, so the same model, images and k always give the
+    same number.
     """
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    chunk, samples = _chunk_sizes(k, model.latent, batch_size, max_elements, images.shape[1])
+    chunk, samples = _chunk_sizes(model, k, batch_size, max_elements)
     total = 0.0
     try:
         with torch.no_grad():
@@ -68,15 +69,18 @@ def iwae_bound(
 
 
 @torch.no_grad()
-def posterior_means(model: nn.Module, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """mu and logvar of q(z|x) for every image (float, or uint8 grey levels), each (N, latent)."""
-    pairs = [model.encode(to_float(x)) for x in images.split(batch_size)]
-    return torch.cat([mu for mu, _ in pairs]), torch.cat([logvar for _, logvar in pairs])
+def posterior_means(model: VAEModel, images: Tensor, batch_size: int = 1000) -> Posterior:
+    """q(z|x) of every image (float, or uint8 grey levels): mean and logvar, each (N, latent)."""
+    return Posterior.cat([model.encode(to_float(x)) for x in images.split(batch_size)])
 
 
-def kl_per_dimension(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(q(z|x) || p(z)) of each latent dimension averaged over images, in nats, shape (latent,)."""
-    return kl_per_dim(mu, logvar).mean(0)
+@torch.no_grad()
+def kl_per_dimension(model: VAEModel, posterior: Posterior, seed: int = 0) -> Tensor:
+    """KL(q(z_d|x) || p(z_d)) of each latent dimension averaged over images, in nats, shape (latent,): analytic for
+    N(0, I); for a mixture prior an estimate from one draw per image, taken from `seed`."""
+    with torch.random.fork_rng(devices=[posterior.mean.device] if posterior.mean.is_cuda else []):
+        torch.manual_seed(seed)
+        return model.kl_per_dim(posterior).mean(0)
 
 
 def active_units(mu: Tensor, threshold: float = 0.01) -> int:

@@ -1,13 +1,13 @@
-"""The training loop: epochs of seeded mini-batches over in-memory tensors, evaluated on the full test set (and the
-validation split, where one is held out)."""
+"""The training loop: epochs of seeded mini-batches over in-memory tensors, each evaluated on whole splits (the test
+set, and the validation split where one is held out)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from tqdm import tqdm
 from vae_sweep import names
 from vae_sweep.core.data import Split, batch_indices, binarize
 from vae_sweep.core.metrics import active_units
-from vae_sweep.core.model import VAE, kl_per_dim, loss_terms
+from vae_sweep.core.models import VAEModel
 from vae_sweep.core.optim import stepper
 from vae_sweep.errors import NonFiniteLoss
 
@@ -43,7 +43,7 @@ def _first_bad_batch(per_batch: Tensor) -> int:
 
 
 def train_epoch(
-    model: VAE,
+    model: VAEModel,
     optimizer: torch.optim.Optimizer,
     train: Split,
     batch_size: int,
@@ -64,8 +64,7 @@ def train_epoch(
         x = train.rows(index.to(train.images.device))
         if dynamic_binarize:
             x = binarize(x)
-        logits, mu, logvar = model(x)
-        terms = loss_terms(x, logits, mu, logvar, weight)
+        terms = model.objective(x, weight)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if grad_clip > 0:
@@ -83,11 +82,11 @@ def train_epoch(
 
 
 @dataclass
-class Posterior:
-    """What the test evaluation's encoder pass says about latent usage, kept from its batches at no extra pass."""
+class LatentUsage:
+    """What an evaluation's encoder pass says about latent usage, kept from its batches at no extra pass."""
 
     means: Tensor  # (N, latent) posterior means
-    kl_per_dim: Tensor  # (latent,) KL of each dimension averaged over the images, in nats
+    kl_per_dim: Tensor  # (latent,) KL of each dimension averaged over the images, in nats (see VAEModel.kl_per_dim)
 
     @property
     def active_units(self) -> int:
@@ -96,8 +95,8 @@ class Posterior:
 
 @torch.no_grad()
 def evaluate_with_posterior(
-    model: VAE, split: Split, batch_size: int, seed: int, weight: float = 1.0
-) -> tuple[dict[str, float], Posterior]:
+    model: VAEModel, split: Split, batch_size: int, seed: int, weight: float = 1.0
+) -> tuple[dict[str, float], LatentUsage]:
     """evaluate()'s terms, and the posterior means and per-dimension KL its encoder pass computed."""
     model.eval()
     device = split.images.device
@@ -107,16 +106,16 @@ def evaluate_with_posterior(
         kl_totals = torch.zeros(model.latent, device=device)
         means = []
         for x in split.chunks(batch_size):
-            logits, mu, logvar = model(x)
-            terms = loss_terms(x, logits, mu, logvar, weight)
+            posterior = model.encode(x)
+            terms = model.objective(x, weight, posterior)
             totals += torch.stack([terms[name] for name in TERMS]) * len(x)
-            kl_totals += kl_per_dim(mu, logvar).sum(0)
-            means.append(mu)
+            kl_totals += model.kl_per_dim(posterior).sum(0)
+            means.append(posterior.mean)
     terms = dict(zip(TERMS, (totals / len(split)).tolist(), strict=True))
-    return terms, Posterior(torch.cat(means), kl_totals / len(split))
+    return terms, LatentUsage(torch.cat(means), kl_totals / len(split))
 
 
-def evaluate(model: VAE, split: Split, batch_size: int, seed: int, weight: float = 1.0) -> dict[str, float]:
+def evaluate(model: VAEModel, split: Split, batch_size: int, seed: int, weight: float = 1.0) -> dict[str, float]:
     """Each term averaged over the whole split, with the posterior noise drawn from a fixed seed.
 
     The fixed seed makes the numbers comparable between epochs and runs, and leaves the training RNG untouched.
@@ -124,99 +123,130 @@ def evaluate(model: VAE, split: Split, batch_size: int, seed: int, weight: float
     return evaluate_with_posterior(model, split, batch_size, seed, weight)[0]
 
 
-def _summary_line(epoch: int, epochs: int, metrics: dict[str, float], splits: Iterable[str]) -> str:
+# The evaluation split whose posterior gives the epoch's active units and per-dimension KL, and its ELBO.
+USAGE_SPLIT = "test"
+
+
+@dataclass
+class FitSettings:
+    """What fit() reads: the `training` node's loop settings, and whether each batch is binarized afresh."""
+
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    eval_seed: int
+    beta: float = 1.0
+    kl_warmup_epochs: int = 0
+    grad_clip: float = 0.0
+    progress: bool = False
+    dynamic_binarize: bool = False
+
+    @classmethod
+    def of(cls, training, dynamic_binarize: bool = False) -> "FitSettings":
+        """From a `training` config node (or any object with its attributes)."""
+        keys = [name for name in cls.__dataclass_fields__ if name != "dynamic_binarize"]
+        return cls(**{key: getattr(training, key) for key in keys}, dynamic_binarize=dynamic_binarize)
+
+
+@dataclass
+class Hooks:
+    """Where fit() reports and what it asks, each optional but the sink.
+
+    checkpoint(history) runs before the epoch is reported, so a report never gets ahead of what a resumed job would
+    know; on_usage(epoch, usage) gets each epoch's latent usage on USAGE_SPLIT; lr_at(epoch) sets the epoch's
+    learning rate; should_stop(epoch, metrics) ends training after a reported epoch (a search's pruner).
+    """
+
+    sink: EpochSink
+    checkpoint: Callable[[list[dict[str, float]]], None] | None = None
+    on_usage: Callable[[int, LatentUsage], None] | None = None
+    lr_at: Callable[[int], float] | None = None
+    should_stop: Callable[[int, dict[str, float]], bool] | None = None
+
+
+@dataclass
+class Start:
+    """Where training starts: the batch-order generator and the epochs already done (both from a checkpoint when
+    resuming)."""
+
+    generator: torch.Generator
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _summary_line(epoch: int, epochs: int, metrics: dict[str, float], splits) -> str:
     def terms(split: str) -> str:
         loss, recon, kl = (metrics[names.epoch_key(split, term)] for term in ("loss", "recon", "kl"))
         return f"{split} loss {loss:.2f} (recon {recon:.2f}, kl {kl:.2f})"
 
-    parts = [terms(split) for split in ("train", *splits)]
-    return f"epoch {epoch}/{epochs} | {' | '.join(parts)} | {metrics[names.EPOCH_TIME]:.1f} s"
+    parts = [f"epoch {epoch}/{epochs}", *(terms(split) for split in ("train", *splits))]
+    return " | ".join(parts) + f" | {metrics[names.EPOCH_TIME]:.1f} s"
 
 
-def evaluate_splits(model: VAE, splits: dict[str, Split], training) -> tuple[dict[str, float], Posterior]:
-    """Every split's terms and negative ELBO, by names.epoch_key, and the test split's posterior.
-
-    The loss is the plain ELBO's (weight = beta) so that epochs stay comparable during warm-up; with beta != 1 it
-    weighs the KL by beta, the negative ELBO in nats by 1.
-    """
-    metrics, posterior = {}, None
-    for split, images in splits.items():
-        terms, seen = evaluate_with_posterior(
-            model, images, training.eval_batch_size, training.eval_seed, training.beta
+def epoch_metrics(
+    model: VAEModel, train_terms: dict[str, float], evaluation: Mapping[str, Split], settings: FitSettings
+) -> tuple[dict[str, float], LatentUsage]:
+    """The epoch's train terms and each evaluation split's, with the latent usage on USAGE_SPLIT."""
+    metrics = {names.epoch_key("train", term): value for term, value in train_terms.items()}
+    usage = None
+    for split, images in evaluation.items():
+        # Evaluated at weight beta, not the warm-up's weight, so that epochs stay comparable during warm-up.
+        terms, split_usage = evaluate_with_posterior(
+            model, images, settings.eval_batch_size, settings.eval_seed, settings.beta
         )
         metrics.update({names.epoch_key(split, term): value for term, value in terms.items()})
+        # With beta != 1 the loss weighs the KL by beta; the negative ELBO in nats weighs it by 1.
         metrics[names.epoch_key(split, names.ELBO)] = terms["recon"] + terms["kl"]
-        if split == "test":
-            posterior = seen
-    return metrics, posterior
+        if split == USAGE_SPLIT:
+            usage = split_usage
+            metrics[names.ACTIVE_UNITS] = usage.active_units
+    return metrics, usage
 
 
 def fit(
-    model: VAE,
+    model: VAEModel,
     optimizer: torch.optim.Optimizer,
     train: Split,
-    evaluated: Split | dict[str, Split],  # split name -> images evaluated every epoch ("test", "val"); a Split: test
-    training,  # the `training` node of the config
-    sink: EpochSink,
-    dynamic_binarize: bool = False,
-    generator: torch.Generator | None = None,
-    history: list[dict[str, float]] | None = None,
-    on_epoch_end: Callable[[list[dict[str, float]]], None] | None = None,
-    lr_at: Callable[[int], float] | None = None,
-    on_posterior: Callable[[int, Posterior], None] | None = None,
-    should_stop: Callable[[int, dict[str, float]], bool] | None = None,
+    evaluation: Mapping[str, Split],
+    settings: FitSettings,
+    hooks: Hooks,
+    start: Start | None = None,
 ) -> list[dict[str, float]]:
-    """Train up to training.epochs epochs; report and return each epoch's train terms and each evaluated split's.
+    """Train up to settings.epochs epochs; report and return each epoch's train and evaluation terms.
 
-    A resumed job passes the batch-order generator and the history restored from its checkpoint and carries on
-    after the last epoch in that history. `on_epoch_end` (the checkpoint) runs before the epoch is reported, so
-    a report never gets ahead of what a resumed job would know.
-    `lr_at` (epoch -> learning rate) sets the rate of each epoch; `on_posterior` gets each epoch's test posterior
-    (the per-dimension KL history) before the epoch is reported. `should_stop` (epoch, metrics) ends training after
-    a reported epoch when it says so (a search's pruner).
+    `evaluation` maps a split's name to its images (the metric keys' split: "test"). A resumed job passes the Start
+    its checkpoint restored and carries on after the last epoch in that history.
     """
     # Adam's moments for weights that never get a gradient (MNIST's blank border pixels) decay into denormal floats,
     # which the CPU handles through slow microcode: ~0.75x the epoch time once flushed, with bitwise-equal histories.
     # This covers the calling thread and the threads it starts from now on; a job sets it before its intra-op threads
     # exist (vae_sweep.jobs.runtime.set_cpu_threads).
     torch.set_flush_denormal(True)
-    generator = generator if generator is not None else torch.Generator().manual_seed(training.seed)
-    splits = evaluated if isinstance(evaluated, dict) else {"test": evaluated}
-    history = list(history or [])
-    progress = training.progress and sys.stderr.isatty()
-    for epoch in range(len(history) + 1, training.epochs + 1):
-        start = time.perf_counter()
-        weight = kl_weight(epoch, training.beta, training.kl_warmup_epochs)
-        if lr_at is not None:
+    start = start if start is not None else Start(torch.Generator().manual_seed(settings.seed))
+    history = list(start.history)
+    progress = settings.progress and sys.stderr.isatty()
+    for epoch in range(len(history) + 1, settings.epochs + 1):
+        began = time.perf_counter()
+        weight = kl_weight(epoch, settings.beta, settings.kl_warmup_epochs)
+        if hooks.lr_at is not None:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(epoch)
+                group["lr"] = hooks.lr_at(epoch)
         train_terms = train_epoch(
-            model,
-            optimizer,
-            train,
-            training.batch_size,
-            generator,
-            weight,
-            dynamic_binarize,
-            progress,
-            epoch,
-            training.grad_clip,
-        )
-        metrics = {names.epoch_key("train", term): value for term, value in train_terms.items()}
-        evaluation, posterior = evaluate_splits(model, splits, training)
-        metrics.update(evaluation)
-        metrics[names.ACTIVE_UNITS] = posterior.active_units
+            model, optimizer, train, settings.batch_size, start.generator, weight, settings.dynamic_binarize,
+            progress, epoch, settings.grad_clip,
+        )  # fmt: skip
+        metrics, usage = epoch_metrics(model, train_terms, evaluation, settings)
         metrics[names.KL_WEIGHT] = weight
         metrics[names.LR] = optimizer.param_groups[0]["lr"]
-        metrics[names.EPOCH_TIME] = time.perf_counter() - start
+        metrics[names.EPOCH_TIME] = time.perf_counter() - began
         history.append({"epoch": epoch, **metrics})
-        if on_posterior is not None:
-            on_posterior(epoch, posterior)
-        if on_epoch_end is not None:
-            on_epoch_end(history)
-        sink.log_epoch(epoch, metrics)
-        log.info(_summary_line(epoch, training.epochs, metrics, splits))
-        if should_stop is not None and should_stop(epoch, metrics):
-            log.info(f"Stopped after epoch {epoch} of {training.epochs}: pruned by the search.")
+        if hooks.on_usage is not None and usage is not None:
+            hooks.on_usage(epoch, usage)
+        if hooks.checkpoint is not None:
+            hooks.checkpoint(history)
+        hooks.sink.log_epoch(epoch, metrics)
+        log.info(_summary_line(epoch, settings.epochs, metrics, evaluation))
+        if hooks.should_stop is not None and hooks.should_stop(epoch, metrics):
+            log.info(f"Stopped after epoch {epoch} of {settings.epochs}: pruned by the search.")
             break
     return history

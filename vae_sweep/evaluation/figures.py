@@ -13,7 +13,6 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from vae_sweep import names
-from vae_sweep.core.data import MNIST_SHAPE
 from vae_sweep.evaluation.plotting import plt, saved_figure
 
 GRID_PADDING = 2
@@ -22,18 +21,29 @@ GRID_PAD_VALUE = 0.5
 LOSS_TERMS = (("kl", "KL"), ("recon", "reconstruction"), ("loss", "total (the objective)"))
 
 
-def image_grid(images: Tensor, nrow: int, shape: Sequence[int] = MNIST_SHAPE) -> np.ndarray:
-    """(N, C*H*W) pixel values in [0, 1] of images of `shape` (C, H, W) as one picture, nrow images per row, filled
-    row by row: (height, width) for grey images, (height, width, 3) for RGB."""
-    tiles = images.detach().cpu().float().reshape(-1, *shape)
+def image_shape(images: Tensor, shape: Sequence[int] | None) -> tuple[int, int, int]:
+    """(channels, height, width) of flattened images: `shape` when given, else square single-channel ones."""
+    if shape is not None:
+        return tuple(shape)
+    side = math.isqrt(images.shape[-1])
+    if side * side != images.shape[-1]:
+        raise ValueError(f"{images.shape[-1]} pixels are no square image; pass the images' shape")
+    return (1, side, side)
+
+
+def image_grid(images: Tensor, nrow: int, shape: Sequence[int] | None = None) -> np.ndarray:
+    """(N, C*H*W) pixel values in [0, 1] as one picture, nrow images per row, filled row by row: (H, W) for one
+    channel, (H, W, 3) for three."""
+    channels, height, width = image_shape(images, shape)
+    tiles = images.detach().cpu().float().reshape(-1, channels, height, width)
     grid = make_grid(tiles, nrow=nrow, padding=GRID_PADDING, pad_value=GRID_PAD_VALUE)
     # make_grid copies a single channel into three; one is the picture.
-    return grid[0].numpy() if shape[0] == 1 else grid.permute(1, 2, 0).numpy()
+    return grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).numpy()
 
 
-def _tile_centre(index: float, side: int = MNIST_SHAPE[1]) -> float:
-    """Pixel coordinate of the centre of the tile at row or column `index` of an image_grid of tiles `side` long."""
-    return GRID_PADDING + index * (side + GRID_PADDING) + (side - 1) / 2
+def _tile_centre(index: float, size: int) -> float:
+    """Pixel coordinate of the centre of the tile at row or column `index` of an image_grid of size-pixel tiles."""
+    return GRID_PADDING + index * (size + GRID_PADDING) + (size - 1) / 2
 
 
 def _show_grid(ax, grid: np.ndarray) -> None:
@@ -63,7 +73,7 @@ def reconstructions(
     reconstructed: Tensor,
     path: Path | str,
     title: str = "Test images and their reconstructions",
-    shape: Sequence[int] = MNIST_SHAPE,
+    shape: Sequence[int] | None = None,
 ) -> Path:
     """Real images in the top row, each one's reconstruction beneath it."""
     if real.shape != reconstructed.shape:
@@ -72,19 +82,20 @@ def reconstructions(
     columns = len(real)
     with saved_figure(path, figsize=(0.6 * columns + 1.5, 3)) as (fig, ax):
         _show_grid(ax, image_grid(torch.cat([real, reconstructed]), nrow=columns, shape=shape))
-        ax.set_yticks([_tile_centre(0, shape[1]), _tile_centre(1, shape[1])], ["real", "reconstructed"])
+        height = image_shape(real, shape)[1]
+        ax.set_yticks([_tile_centre(0, height), _tile_centre(1, height)], ["real", "reconstructed"])
         ax.set_xticks([])
         ax.set_title(title)
     return path
 
 
-def samples(images: Tensor, path: Path | str, shape: Sequence[int] = MNIST_SHAPE) -> Path:
-    """Decoded prior samples in a square grid (8x8 for 64)."""
+def samples(images: Tensor, path: Path | str, prior: str = "N(0, I)", shape: Sequence[int] | None = None) -> Path:
+    """Decoded prior samples in a square grid (8x8 for 64); `prior` names the p(z) they were drawn from."""
     path = Path(path)
     with saved_figure(path, figsize=(7, 7.5)) as (fig, ax):
         _show_grid(ax, image_grid(images, nrow=math.ceil(math.sqrt(len(images))), shape=shape))
         ax.set_axis_off()
-        ax.set_title(f"{len(images)} samples decoded from z ~ N(0, I)\n(pixel probabilities of p(x|z), not binarised)")
+        ax.set_title(f"{len(images)} samples decoded from z ~ {prior}\n(pixel probabilities of p(x|z), not binarised)")
     return path
 
 
@@ -147,7 +158,7 @@ def manifold_grid(
     n: int = 20,
     span: float = 3.0,
     device: torch.device | str = "cpu",
-    shape: Sequence[int] = MNIST_SHAPE,
+    shape: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Images decoded on an n x n grid over [-span, span]^2, z1 rising left to right and z2 bottom to top."""
     values = torch.linspace(-span, span, n, device=device)
@@ -164,21 +175,26 @@ def manifold(
     n: int = 20,
     span: float = 3.0,
     device: torch.device | str = "cpu",
-    shape: Sequence[int] = MNIST_SHAPE,
+    shape: Sequence[int] | None = None,
+    note: str = "",
 ) -> Path:
-    """The decoder over a square of a 2-D latent space; `device` is where decode expects its z."""
+    """The decoder over a square of a 2-D latent space; `device` is where decode expects its z. The square is the
+    central mass of N(0, I); `note` says so in the title when the model's prior is another one."""
     path = Path(path)
     tick_values = np.linspace(-span, span, 5)
     # The grid's linspace puts value v at fractional tile index (v + span) / (2 span) * (n - 1).
     tile_indices = (tick_values + span) / (2 * span) * (n - 1)
     tick_labels = [f"{value:g}" for value in tick_values]
     with saved_figure(path, figsize=(9, 9)) as (fig, ax):
-        _show_grid(ax, manifold_grid(decode, n, span, device, shape))
-        ax.set_xticks([_tile_centre(index, shape[2]) for index in tile_indices], tick_labels)
-        ax.set_yticks([_tile_centre(n - 1 - index, shape[1]) for index in tile_indices], tick_labels)
+        grid = manifold_grid(decode, n, span, device, shape)
+        _show_grid(ax, grid)
+        size = (grid.shape[0] - GRID_PADDING) // n - GRID_PADDING
+        ax.set_xticks([_tile_centre(index, size) for index in tile_indices], tick_labels)
+        ax.set_yticks([_tile_centre(n - 1 - index, size) for index in tile_indices], tick_labels)
         ax.set_xlabel("z1")
         ax.set_ylabel("z2")
-        ax.set_title(f"Decoder means over the latent square [{-span:g}, {span:g}]², {n}×{n} grid")
+        title = f"Decoder means over the latent square [{-span:g}, {span:g}]², {n}×{n} grid"
+        ax.set_title(title + (f"\n{note}" if note else ""))
     return path
 
 

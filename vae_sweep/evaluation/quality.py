@@ -13,21 +13,21 @@ from torch import Tensor
 from vae_sweep import names
 from vae_sweep.core import metrics
 from vae_sweep.core.data import MNIST_SHAPE, Split
-from vae_sweep.core.model import VAE
+from vae_sweep.core.models import Posterior, VAEModel
 from vae_sweep.core.train import evaluate
 from vae_sweep.evaluation import classifier
 
 log = logging.getLogger(__name__)
 
 
-def generalisation(model: VAE, train: Split, test: Split, training) -> dict[str, float]:
+def generalisation(model: VAEModel, train: Split, test: Split, training) -> dict[str, float]:
     """Train and test loss of the final model, evaluated the same way, and their gap (nats)."""
     train_loss = evaluate(model, train, training.eval_batch_size, training.eval_seed, training.beta)["loss"]
     test_loss = evaluate(model, test, training.eval_batch_size, training.eval_seed, training.beta)["loss"]
     return {names.Q_TRAIN_LOSS: train_loss, names.Q_TEST_LOSS: test_loss, names.Q_GAP: test_loss - train_loss}
 
 
-def likelihood(model: VAE, test: Split, eval_cfg, binarized: bool) -> dict[str, float]:
+def likelihood(model: VAEModel, test: Split, eval_cfg, binarized: bool) -> dict[str, float]:
     """The IWAE bound L_k on the test set, with k and the number of images it averages over.
 
     Only on binary pixels is -L_k a bound on a negative log-likelihood; on grey levels the Bernoulli "likelihood" of
@@ -43,9 +43,9 @@ def likelihood(model: VAE, test: Split, eval_cfg, binarized: bool) -> dict[str, 
     }
 
 
-def latent_usage(means: Tensor, logvars: Tensor) -> tuple[dict[str, float], Tensor]:
-    kl = metrics.kl_per_dimension(means, logvars)
-    return {names.Q_ACTIVE_UNITS: metrics.active_units(means), names.Q_KL_MAX_DIM: kl.max().item()}, kl
+def latent_usage(posterior: Posterior, kl: Tensor) -> dict[str, float]:
+    """Active units, and the largest per-dimension KL (against the model's own prior: metrics.kl_per_dimension)."""
+    return {names.Q_ACTIVE_UNITS: metrics.active_units(posterior.mean), names.Q_KL_MAX_DIM: kl.max().item()}
 
 
 def load_classifier(
@@ -57,7 +57,7 @@ def load_classifier(
         return classifier.load_or_train(dataset, train, test, cache_dir, shape)
 
 
-def sample_quality(model: VAE, scorer: classifier.Scorer, test: Split, eval_cfg) -> dict[str, float]:
+def sample_quality(model: VAEModel, scorer: classifier.Scorer, test: Split, eval_cfg) -> dict[str, float]:
     """FID and inception score of prior samples, beside the same scores of real data for scale."""
     generator = torch.Generator(test.images.device).manual_seed(eval_cfg.seed)
     samples = model.sample(eval_cfg.samples, generator)

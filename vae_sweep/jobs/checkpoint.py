@@ -10,22 +10,29 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
-from vae_sweep.core.data import MNIST_SHAPE
+from vae_sweep.core.data import SHAPES
 from vae_sweep.core.io import save_atomically
-from vae_sweep.core.model import VAE, build_model
+from vae_sweep.core.models import VAEModel, build_model
 from vae_sweep.errors import UserError
 
 
-def save(model: VAE, config: dict, path: Path, **extra) -> None:
-    """The trained model with its config, for `load` / `load_model`."""
-    save_state({"state_dict": model.state_dict(), "config": config, **extra}, path)
+def save(model: VAEModel, config: dict, path: Path, **extra) -> None:
+    """The trained model with its config and image shape, for `load` / `load_model`."""
+    save_state({"state_dict": model.state_dict(), "config": config, "shape": list(model.shape), **extra}, path)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict]:
+def checkpoint_shape(checkpoint: dict) -> tuple[int, int, int]:
+    """The image shape the model was built for; checkpoints from before it was stored hold MNIST-style data's."""
+    if "shape" in checkpoint:
+        return tuple(checkpoint["shape"])
+    return SHAPES[checkpoint["config"].get("data", {}).get("name", "mnist")]
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAEModel, dict]:
     """The trained model (in eval mode) and the resolved config it was trained with."""
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    # Checkpoints from before a user's own images carry no shape: theirs is MNIST's.
-    model = build_model(checkpoint["config"]["model"], checkpoint.get("shape", MNIST_SHAPE))
+    config = checkpoint["config"]
+    model = build_model(config["model"], checkpoint_shape(checkpoint))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint["config"]
 
@@ -47,7 +54,7 @@ def registered_run(client: MlflowClient, uri: str) -> str:
     raise UserError(f"{uri} names no version: write {names.model_uri(name)} or {names.MODELS_SCHEME}{name}/1.")
 
 
-def load_model(source: str | Path, tracking_uri: str | None = None) -> tuple[VAE, dict]:
+def load_model(source: str | Path, tracking_uri: str | None = None) -> tuple[VAEModel, dict]:
     """The model and its config, from a checkpoint file ("multirun/.../0/checkpoint.pt"), a run id, or a
     registered model version ("models:/NAME@best")."""
     if Path(source).exists():
@@ -59,7 +66,7 @@ def load_model(source: str | Path, tracking_uri: str | None = None) -> tuple[VAE
 
 
 def training_state(
-    model: VAE,
+    model: VAEModel,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     history: list[dict],
@@ -79,7 +86,7 @@ def training_state(
 
 
 def restore_training_state(
-    state: dict, model: VAE, optimizer: torch.optim.Optimizer, generator: torch.Generator
+    state: dict, model: VAEModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> list[dict]:
     """Put a saved state back into the live objects; returns the history of the epochs already done."""
     model.load_state_dict(state["state_dict"])

@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 
 from vae_sweep import names
 from vae_sweep.core import metrics
-from vae_sweep.core.data import Data, to_float
+from vae_sweep.core.data import Data, Split, to_float
 from vae_sweep.core.memory import release_freed_memory
-from vae_sweep.core.model import VAE
+from vae_sweep.core.models import Posterior, VAEModel
 from vae_sweep.evaluation import figures, quality
 from vae_sweep.evaluation.classifier import MIN_SIDE
 from vae_sweep.jobs import checkpoint
@@ -54,20 +54,28 @@ def write_kl_history(kl_history: list[list[float]], path: Path) -> None:
 
 @torch.no_grad()
 def write_figures(
-    model: VAE, data: Data, history: list[dict[str, float]], folder: Path, means, logvars, kl_history=()
+    model: VAEModel,
+    test: Split,
+    history: list[dict[str, float]],
+    folder: Path,
+    posterior: Posterior,
+    kl: torch.Tensor,
+    kl_history=(),
 ) -> None:
     """The study's figures for a trained model, from the test set and fixed seeds so that runs compare."""
-    images, shape = data.test.images, data.shape
+    images, shape, prior = test.images, model.shape, model.prior
     figures.losses(history, folder / names.FIG_LOSSES)
-    reconstructed = model.decode(means[:16]).cpu()
-    real = to_float(images[:16]).cpu()
-    figures.reconstructions(real, reconstructed, folder / names.FIG_RECONSTRUCTIONS, shape=shape)
+    reconstructed = model.pixel_means(posterior.mean[:16]).cpu()
+    figures.reconstructions(to_float(images[:16]).cpu(), reconstructed, folder / names.FIG_RECONSTRUCTIONS, shape=shape)
     prior_draws = model.sample(64, torch.Generator(images.device).manual_seed(0)).cpu()
-    figures.samples(prior_draws, folder / names.FIG_SAMPLES, shape)
-    figures.latent_scatter(means.cpu(), data.test.labels, folder / names.FIG_LATENT_SCATTER)
+    figures.samples(prior_draws, folder / names.FIG_SAMPLES, prior.words, shape)
+    figures.latent_scatter(posterior.mean.cpu(), test.labels, folder / names.FIG_LATENT_SCATTER)
     if model.latent == 2:
-        figures.manifold(model.decode, folder / names.FIG_MANIFOLD, device=images.device, shape=shape)
-    figures.kl_per_dim(metrics.kl_per_dimension(means, logvars).cpu(), folder / names.FIG_KL_PER_DIM)
+        figures.manifold(
+            model.pixel_means, folder / names.FIG_MANIFOLD, device=images.device, shape=shape,
+            note=prior.manifold_note,
+        )  # fmt: skip
+    figures.kl_per_dim(kl.cpu(), folder / names.FIG_KL_PER_DIM)
     if kl_history:
         figures.kl_per_dim_history(torch.tensor(kl_history), folder / names.FIG_KL_PER_DIM_HISTORY)
 
@@ -108,7 +116,7 @@ def classifier_to_train(cfg: DictConfig, data: Data, data_digest: str | None = N
     return not (Path(cfg.eval.classifier_dir) / f"{classifier_key(cfg, data_digest)}_cnn.pt").exists()
 
 
-def evaluate_quality(model: VAE, data: Data, means, logvars, out: JobOutputs) -> dict[str, float]:
+def evaluate_quality(model: VAEModel, data: Data, posterior: Posterior, kl, out: JobOutputs) -> dict[str, float]:
     """The quality/ metrics; the per-dimension KL goes to kl_per_dim.json, a newly trained classifier to the run."""
     cfg, test = out.cfg, data.test
     binarized = cfg.data.binarize.value != "none"
@@ -118,7 +126,7 @@ def evaluate_quality(model: VAE, data: Data, means, logvars, out: JobOutputs) ->
     release_freed_memory()
     results.update(quality.likelihood(model, test, cfg.eval, binarized))
     release_freed_memory()
-    usage, kl = quality.latent_usage(means, logvars)
+    usage = quality.latent_usage(posterior, kl)
     results.update(usage)
     (out.folder / names.KL_PER_DIM).write_text(json.dumps([round(value, 6) for value in kl.tolist()]))
     out.tracker.log_artifact(out.folder / names.KL_PER_DIM)
@@ -184,19 +192,20 @@ def run_description(final: dict[str, float], cfg: DictConfig, figure_files: list
     return "\n".join(lines)
 
 
-def write_outputs(model: VAE, data: Data, history: list[dict[str, float]], out: JobOutputs) -> dict:
+def write_outputs(model: VAEModel, data: Data, history: list[dict[str, float]], out: JobOutputs) -> dict:
     """History, model checkpoint, figures, final and quality metrics: in the job folder and on the run."""
     cfg, folder, tracker, test = out.cfg, out.folder, out.tracker, data.test
     model.eval()
     release_freed_memory()  # what training freed
     write_history(history, folder / names.HISTORY)
-    checkpoint.save(model, out.config, folder / names.CHECKPOINT, epoch=cfg.training.epochs, shape=list(data.shape))
-    means, logvars = metrics.posterior_means(model, test.images, cfg.training.eval_batch_size)
-    write_figures(model, data, history, folder / names.FIGURES, means, logvars, out.kl_history)
+    checkpoint.save(model, out.config, folder / names.CHECKPOINT, epoch=cfg.training.epochs)
+    posterior = metrics.posterior_means(model, test.images, cfg.training.eval_batch_size)
+    kl = metrics.kl_per_dimension(model, posterior, cfg.eval.seed)
+    write_figures(model, test, history, folder / names.FIGURES, posterior, kl, out.kl_history)
     final = {key: value for key, value in history[-1].items() if key != "epoch"}
     end_of_run = {names.TRAIN_TIME: sum(row[names.EPOCH_TIME] for row in history)}
     if cfg.eval.enabled:
-        end_of_run.update(evaluate_quality(model, data, means, logvars, out))
+        end_of_run.update(evaluate_quality(model, data, posterior, kl, out))
     # The last epoch's values are on the run already, as its metrics' latest values.
     tracker.log_metrics(end_of_run, step=cfg.training.epochs)
     final.update(end_of_run)

@@ -6,22 +6,23 @@ import copy
 import json
 import logging
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_sweep import names
 from vae_sweep.config import defines_result, flatten, to_container, validate
 from vae_sweep.core import signals
-from vae_sweep.core.data import RAW_FILES, Split, data_md5s, load_own, prepare_data, raw_folder
-from vae_sweep.core.model import build_model
+from vae_sweep.core.data import RAW_FILES, Data, Split, data_md5s, load_own, prepare_data, raw_folder
+from vae_sweep.core.models import VAEModel, build_model
 from vae_sweep.core.optim import build_optimizer, lr_schedule
 from vae_sweep.core.sources import Loaded
-from vae_sweep.core.train import fit
+from vae_sweep.core.train import FitSettings, Hooks, Start, fit
 from vae_sweep.errors import UserError
 from vae_sweep.jobs import checkpoint, trial
 from vae_sweep.jobs.frames import EpochFrames
@@ -122,13 +123,28 @@ def end_trial(search_trial: trial.Trial, cfg: DictConfig, tracker: MlflowTracker
     tracker.set_tags(tags)
 
 
-def train_job(cfg: DictConfig) -> dict[str, float]:
-    """Train one configuration inside its tracked run; returns its final metrics.
+@dataclass
+class Job:
+    """One job's identity and place: its config (resolved too), folder, run name, tags and fingerprint, and a user's
+    own images (None for the MNIST datasets), loaded already."""
 
-    A configuration that already FINISHED is skipped; one that was interrupted continues from its checkpoint.
-    """
+    cfg: DictConfig
+    config: dict
+    folder: Path
+    name: str
+    tags: dict[str, str]
+    key: str
+    search_trial: trial.Trial | None
+    own: Loaded | None = None
+
+    @property
+    def data_digest(self) -> str | None:
+        return self.own.digest if self.own is not None else None
+
+
+def identify(cfg: DictConfig) -> Job:
+    """Validate the config, write it to the job folder, and name the job (a search's trial names its own)."""
     validate(cfg)
-    device = resolve_device(cfg.training.device)
     folder = Path(cfg.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
@@ -141,95 +157,139 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     if search_trial is not None:
         name = search_trial.name
         tags.update(search_trial.tags)
+    return Job(cfg, config, folder, name, tags, key, search_trial, own)
 
+
+def skipped(job: Job, decision: Decision, store: Store | None) -> dict[str, float]:
+    """The metrics of the FINISHED run with this config, which the job does not train again."""
+    log.info(f"Skipping {job.name}: run {decision.run.info.run_id} already FINISHED with this config.")
+    log.info(f"MLflow runs: {store.runs_link()}")
+    metrics = names.current_metrics(decision.run.data.metrics)
+    if job.search_trial is not None:
+        job.search_trial.value = metrics.get(job.search_trial.objective)
+        job.search_trial.run_id = decision.run.info.run_id
+    return metrics
+
+
+def busy_error(decision: Decision) -> UserError:
+    other = decision.run
+    return UserError(
+        f"Run {other.info.run_id} with this config is still running (pid {liveness_tag(other, names.TAG_PID)}"
+        f" on {liveness_tag(other, names.TAG_HOST)}); wait for it, or pass training.resume=never for a new run."
+    )
+
+
+def load_data(job: Job, tracker: MlflowTracker | NullTracker, device: torch.device) -> Data:
+    """The job's splits on its device, their files' MD5s and lineage on the run."""
+    cfg, tags = job.cfg, job.tags
+    torch.manual_seed(cfg.training.seed)
+    data = prepare_data(cfg.data, device, cfg.training.seed, job.own)
+    if classifier_to_train(cfg, data, job.data_digest):
+        # Its standardization needs the training pixels' statistics, from a float copy of them (~190 MB on the
+        # CPU): taken now, when the job holds the least memory, rather than at the end of the run.
+        data.classifier_train.pixel_statistics()
+    md5s = data_md5s(cfg.data, job.own)
+    tags.update({f"{names.TAG_DATA_MD5}{file}": md5 for file, md5 in md5s.items()})
+    tracker.set_tags(tags)
+    tracker.log_datasets(data_splits(cfg.data, md5s, data.train, data.test, job.own))
+    (job.folder / names.PROVENANCE).write_text(json.dumps(tags, indent=1))
+    return data
+
+
+def model_summary(model_cfg) -> str:
+    """'mlp [512, 256] -> latent 2, elbo, normal prior': the family's own keys, then what every family has."""
+    common = {"name", "latent", "objective", "samples", "prior", "prior_components"}
+    shown = {key: list(v) if OmegaConf.is_list(v) else getattr(v, "value", v) for key, v in model_cfg.items()}
+    own = ", ".join(f"{key} {value}" for key, value in shown.items() if key not in common)
+    objective, prior = shown["objective"], shown["prior"]  # enums, or strings in a reproduced run's plain config
+    objective += f" k={model_cfg.samples}" if model_cfg.samples > 1 else ""
+    prior += f" K={model_cfg.prior_components}" if prior == "vamp" else ""
+    return f"{model_cfg.name} ({own}) -> latent {model_cfg.latent}, {objective}, {prior} prior"
+
+
+def train(job: Job, tracker, data: Data, model: VAEModel, state_path: Path, kl_history: list) -> list[dict]:
+    """Training with checkpoints, from the checkpoint's state when resuming; a search's trial learns each epoch."""
+    cfg, search_trial = job.cfg, job.search_trial
+    optimizer = build_optimizer(model, cfg.optimizer)
+    start = Start(torch.Generator().manual_seed(cfg.training.seed))
+    state = checkpoint.load_state(state_path) if cfg.training.resume.value == "auto" else None
+    if state:
+        start.history = checkpoint.restore_training_state(state, model, optimizer, start.generator)
+        kl_history += checkpoint.restored_kl_history(state)
+    held_out = f" / {len(data.val)} validation images held out of training" if data.val is not None else ""
+    log.info(
+        f"{job.own.name if job.own else cfg.data.name.value}: {len(data.train)} train / {len(data.test)} test images"
+        f"{held_out} of {data.shape} on {data.test.images.device}; model {model_summary(cfg.model)}"
+        + (f"; resuming after epoch {len(start.history)}" if start.history else "")
+    )
+    if search_trial is not None:
+        # A resumed trial is a new trial in the study: it learns the epochs the checkpoint holds first.
+        for row in start.history:
+            search_trial.report(int(row["epoch"]), row[search_trial.objective])
+    saver = Checkpointer(model, optimizer, start.generator, cfg.training, state_path, kl_history)
+    frames = EpochFrames(model, data.test, tracker, cfg.tracking.image_every, cfg.training.epochs)
+    hooks = Hooks(
+        ContinuingSink(tracker, start.history, frames), saver,
+        lambda epoch, usage: kl_history.append(usage.kl_per_dim.tolist()), lr_schedule(cfg.optimizer),
+        search_trial.stop_after if search_trial is not None else None,
+    )  # fmt: skip
+    settings = FitSettings.of(cfg.training, cfg.data.binarize.value == "dynamic")
+    try:
+        history = fit(model, optimizer, data.train, data.evaluated(), settings, hooks, start)
+    except KeyboardInterrupt:
+        saver.save_unsaved()
+        raise
+    # Past training, the optimizer's moments and the last gradients (3x the model's size) only take memory.
+    optimizer.zero_grad(set_to_none=True)
+    return history
+
+
+def train_job(cfg: DictConfig) -> dict[str, float]:
+    """Train one configuration inside its tracked run; returns its final metrics.
+
+    A configuration that already FINISHED is skipped; one that was interrupted continues from its checkpoint.
+    """
+    job = identify(cfg)
+    device = resolve_device(cfg.training.device)
     with signals.held():  # a stop signal inside a store query could surface as the database's error instead
         store = open_store(cfg.tracking)
-        decision = previous_run(store, key, cfg.training)
+        decision = previous_run(store, job.key, cfg.training)
     if decision.action == "skip":
-        log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
-        log.info(f"MLflow runs: {store.runs_link()}")
-        metrics = names.current_metrics(decision.run.data.metrics)
-        if search_trial is not None:
-            search_trial.value, search_trial.run_id = metrics.get(search_trial.objective), decision.run.info.run_id
-        return metrics
+        return skipped(job, decision, store)
     if decision.action == "busy":
-        other = decision.run
-        raise UserError(
-            f"Run {other.info.run_id} with this config is still running (pid {liveness_tag(other, names.TAG_PID)}"
-            f" on {liveness_tag(other, names.TAG_HOST)}); wait for it, or pass training.resume=never for a new run."
-        )
+        raise busy_error(decision)
     checkpoints = Path(cfg.paths.checkpoint_dir)
     resume_id = resumable_run_id(decision, checkpoints)
     resumed_threads = decision.run.data.tags.get(names.TAG_THREADS) if resume_id else None
     # Before any parallel operation starts the intra-op threads (see set_cpu_threads).
     set_cpu_threads(job_threads(cfg.training.threads, HydraConfig.get().launcher, resumed_threads))
-    tags.update({names.TAG_THREADS: str(torch.get_num_threads()), names.TAG_DEVICE: str(device)})
-
+    job.tags.update({names.TAG_THREADS: str(torch.get_num_threads()), names.TAG_DEVICE: str(device)})
     # Placement and runtime settings stay in the config artifact: as params they would pose as swept axes.
     # Unset keys stay out, as they do of the fingerprint: runs from before a key existed compare with later ones.
-    params = {key: value for key, value in flatten(config).items() if defines_result(key) and value is not None}
-    with tracked_run(store, name, params, tags, resume_id, cfg.tracking.system_metrics_s) as tracker:
-        if (folder / names.HYDRA_DIR).is_dir():
-            tracker.log_artifacts(folder / names.HYDRA_DIR, names.ARTIFACT_HYDRA)
-        tracker.log_artifact(folder / names.CONFIG_RESOLVED)
-
-        torch.manual_seed(cfg.training.seed)
-        data = prepare_data(cfg.data, device, cfg.training.seed, own)
-        train, test = data.train, data.test
-        digest = own.digest if own else None
-        if classifier_to_train(cfg, data, digest):
-            # Its standardization needs the training pixels' statistics, from a float copy of them (~190 MB on the
-            # CPU): taken now, when the job holds the least memory, rather than at the end of the run.
-            data.classifier_train.pixel_statistics()
-        md5s = data_md5s(cfg.data, own)
-        tags.update({f"{names.TAG_DATA_MD5}{file}": md5 for file, md5 in md5s.items()})
-        tracker.set_tags(tags)
-        tracker.log_datasets(data_splits(cfg.data, md5s, train, test, own))
-        (folder / names.PROVENANCE).write_text(json.dumps(tags, indent=1))
-
+    params = {key: value for key, value in flatten(job.config).items() if defines_result(key) and value is not None}
+    with tracked_run(store, job.name, params, job.tags, resume_id, cfg.tracking.system_metrics_s) as tracker:
+        if (job.folder / names.HYDRA_DIR).is_dir():
+            tracker.log_artifacts(job.folder / names.HYDRA_DIR, names.ARTIFACT_HYDRA)
+        tracker.log_artifact(job.folder / names.CONFIG_RESOLVED)
+        data = load_data(job, tracker, device)
         model = build_model(cfg.model, data.shape).to(device)
-        optimizer = build_optimizer(model, cfg.optimizer)
-        generator = torch.Generator().manual_seed(cfg.training.seed)
-        state_path = checkpoints / f"{tracker.run_id or key}.pt"
-        state = checkpoint.load_state(state_path) if cfg.training.resume.value == "auto" else None
-        history = checkpoint.restore_training_state(state, model, optimizer, generator) if state else []
-        kl_history = checkpoint.restored_kl_history(state)
-        log.info(
-            f"{own.name if own else cfg.data.name.value}: {len(train)} train / {len(test)} test images"
-            + (f" / {len(data.val)} validation images held out of training" if data.val is not None else "")
-            + f" ({'x'.join(map(str, data.shape))}) on {device}; "
-            f"model {list(cfg.model.hidden)} -> latent {cfg.model.latent}"
-            + (f"; resuming after epoch {len(history)}" if history else "")
-        )
-
-        if search_trial is not None:
-            # A resumed trial is a new trial in the study: it learns the epochs the checkpoint holds first.
-            for row in history:
-                search_trial.report(int(row["epoch"]), row[search_trial.objective])
-        saver = Checkpointer(model, optimizer, generator, cfg.training, state_path, kl_history)
-        dynamic = cfg.data.binarize.value == "dynamic"
-        frames = EpochFrames(model, test, tracker, cfg.tracking.image_every, cfg.training.epochs, data.shape)
-        try:
-            history = fit(
-                model, optimizer, train, data.evaluated(), cfg.training, ContinuingSink(tracker, history, frames),
-                dynamic, generator, history, saver, lr_schedule(cfg.optimizer),
-                lambda epoch, posterior: kl_history.append(posterior.kl_per_dim.tolist()),
-                search_trial.stop_after if search_trial is not None else None,
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            saver.save_unsaved()
-            raise
-        # Past training, the optimizer's moments and the last gradients (3x the model's size) only take memory.
-        optimizer.zero_grad(set_to_none=True)
-        del optimizer, saver
-        if search_trial is not None:
-            end_trial(search_trial, cfg, tracker)
-        final = write_outputs(model, data, history, JobOutputs(cfg, config, folder, tracker, kl_history, digest))
-        if search_trial is not None:
-            search_trial.value = final[search_trial.objective]
+        state_path, kl_history = checkpoints / f"{tracker.run_id or job.key}.pt", []
+        history = train(job, tracker, data, model, state_path, kl_history)
+        final = finish(job, tracker, model, data, history, kl_history)
     state_path.unlink(missing_ok=True)
     if store is not None:
         log.info(f"MLflow runs: {store.runs_link()}")
+    return final
+
+
+def finish(job: Job, tracker, model: VAEModel, data: Data, history: list[dict], kl_history: list) -> dict:
+    """The trial's ending, then the job's outputs: the search learns the final value of its objective."""
+    if job.search_trial is not None:
+        end_trial(job.search_trial, job.cfg, tracker)
+    outputs = JobOutputs(job.cfg, job.config, job.folder, tracker, kl_history, job.data_digest)
+    final = write_outputs(model, data, history, outputs)
+    if job.search_trial is not None:
+        job.search_trial.value = final[job.search_trial.objective]
     return final
 
 

@@ -14,6 +14,10 @@ from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
 from vae_sweep.config import defines_result, flatten
+from vae_sweep.core.models import ADDED_DEFAULTS
+
+# Model keys that configs written before they existed lack, at the value those configs trained with.
+_ADDED = {f"model.{key}": value for key, value in ADDED_DEFAULTS.items()}
 
 # Where the digest of a user's own data enters a fingerprint, beside the config's keys.
 DATA_DIGEST_KEY = "data.digest"
@@ -23,9 +27,14 @@ def fingerprint(config: dict, data_digest: str | None = None) -> str:
     """Equal for two resolved configs exactly when they would train the same model the same way, on data with this
     digest (a user's own images; the MNIST datasets are known by name).
 
-    Unset (None) keys are left out, so a key added later with None as its default changes no earlier fingerprint.
+    Keys added later are left out where they are unset (None) or, for model keys, at the default that configs from
+    before them trained with: the run of a config from before a key existed still matches.
     """
-    result_keys = {key: value for key, value in flatten(config).items() if defines_result(key) and value is not None}
+    result_keys = {
+        key: value
+        for key, value in flatten(config).items()
+        if defines_result(key) and value is not None and not (key in _ADDED and _ADDED[key] == value)
+    }
     if data_digest is not None:
         result_keys[DATA_DIGEST_KEY] = data_digest
     return hashlib.sha256(json.dumps(result_keys, sort_keys=True, default=str).encode()).hexdigest()[:16]

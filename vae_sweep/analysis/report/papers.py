@@ -39,6 +39,63 @@ class Paper:
     variants: tuple[str, ...] = ()
     # How our protocol differs from the paper's in what no config key expresses.
     unmatched: tuple[str, ...] = field(default_factory=tuple)
+    # The settings of this row's runs in a preset that sweeps several rows (experiment=burda_iwae), beyond the preset's.
+    row: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.preset, *(f"{key.split('.')[-1]}={value}" for key, value in self.row)])
+
+
+BURDA_PROTOCOL = {
+    "data.name": "mnist", "data.binarize": "dynamic", "model.hidden": [200, 200], "model.latent": 50,
+    "model.activation": "tanh", "optimizer.name": "adam", "optimizer.lr": 1e-3, "optimizer.eps": 1e-4,
+    "optimizer.schedule": "burda", "optimizer.schedule_pass_scale": 1.0, "training.epochs": 3280,
+    "training.batch_size": 20, "training.beta": 1.0, "training.kl_warmup_epochs": 0, "eval.iwae_k": 5000,
+}  # fmt: skip
+BURDA_UNMATCHED = ("weights initialised as torch does (the paper: Glorot & Bengio's heuristic)",)
+
+
+def _burda_row(objective: str, samples: int, nll: float) -> Paper:
+    name = "VAE" if objective == "elbo" else "IWAE"
+    row = (("model.objective", objective), ("model.samples", samples))
+    return Paper(
+        "burda_iwae",
+        f"Burda et al. 2015 (IWAE), Table 1: {name}, k = {samples}, one stochastic layer",
+        (Reference(names.Q_IWAE_NLL, "test NLL, -L_5000 (dynamically binarized MNIST)", nll),),
+        {**BURDA_PROTOCOL, **dict(row)},
+        variants=("optimizer.schedule_pass_scale", "training.epochs"),
+        unmatched=BURDA_UNMATCHED,
+        row=row,
+    )
+
+
+def _vampprior_row(prior: str, nll: float, note: str) -> Paper:
+    return Paper(
+        "vampprior",
+        f"Tomczak & Welling 2018 (VampPrior), Table 2, one-layer VAE, dynamic MNIST: {note}",
+        (Reference(names.Q_IWAE_NLL, "test NLL, 5,000 importance samples", nll),),
+        {
+            "data.name": "mnist",
+            "data.binarize": "dynamic",
+            "model.hidden": [300, 300],
+            "model.latent": 40,
+            "model.prior": prior,
+            "model.prior_components": 500,
+            "optimizer.name": "adam",
+            "optimizer.lr": 5e-4,
+            "training.epochs": 2000,
+            "training.batch_size": 100,
+            "training.kl_warmup_epochs": 100,
+            "eval.iwae_k": 5000,
+        },
+        variants=("training.epochs",),
+        unmatched=(
+            "gated (GatedDense) layers in the paper, tanh MLP layers here",
+            "the paper stops early on validation data; here a fixed training.epochs",
+        ),
+        row=(("model.prior", prior),),
+    )
 
 
 PAPERS = (
@@ -60,15 +117,17 @@ PAPERS = (
             Reference(names.Q_IWAE_NLL, "test NLL, -L_5000 (dynamically binarized MNIST)", 86.76),
             Reference(names.Q_ACTIVE_UNITS, "active units (of 50)", 19, ".0f"),
         ),
-        {
-            "data.name": "mnist", "data.binarize": "dynamic", "model.hidden": [200, 200], "model.latent": 50,
-            "model.activation": "tanh", "optimizer.name": "adam", "optimizer.lr": 1e-3, "optimizer.eps": 1e-4,
-            "optimizer.schedule": "burda", "optimizer.schedule_pass_scale": 1.0, "training.epochs": 3280,
-            "training.batch_size": 20, "training.beta": 1.0, "training.kl_warmup_epochs": 0, "eval.iwae_k": 5000,
-        },
+        BURDA_PROTOCOL,
         variants=("optimizer.schedule_pass_scale", "training.epochs"),
-        unmatched=("weights initialised as torch does (the paper: Glorot & Bengio's heuristic)",),
+        unmatched=BURDA_UNMATCHED,
     ),
+    _burda_row("elbo", 1, 86.76),
+    _burda_row("elbo", 5, 86.47),
+    _burda_row("elbo", 50, 86.35),
+    _burda_row("iwae", 5, 85.54),
+    _burda_row("iwae", 50, 84.78),
+    _vampprior_row("vamp", 85.57, "VampPrior, K = 500"),
+    _vampprior_row("normal", 88.56, "standard prior (the value as we read the paper's table; not re-checked here)"),
 )  # fmt: skip
 HEADER = ["preset", "metric", "ours (mean ± std, seeds)", "paper", "difference", "protocol notes"]
 
@@ -81,8 +140,9 @@ def preset_settings(preset: str | None) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from vae_sweep.config import register_configs
+    from vae_sweep.core.models import schemas
 
-    register_configs()
+    register_configs(schemas())
     with initialize_config_module("vae_sweep.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"] if preset else [])
     # Unresolved: the placement settings interpolate Hydra's launch folder, and no result-defining one does.
@@ -120,7 +180,7 @@ def _missing(value: Any) -> bool:
 def protocols(made: pd.DataFrame, paper: Paper) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The preset's runs by protocol: '' for those with the preset's settings, 'k=v, ...' for a variant of it; and
     in words, the runs left out because they differ from the preset in another setting."""
-    preset, defaults = preset_settings(paper.preset), preset_settings(None)
+    preset, defaults = {**preset_settings(paper.preset), **dict(paper.row)}, preset_settings(None)
     labels = {}
     for index, run in made.iterrows():
         differ = differences(run, preset, defaults)
@@ -131,7 +191,7 @@ def protocols(made: pd.DataFrame, paper: Paper) -> tuple[dict[str, pd.DataFrame]
     groups = {label: made[label_of == label] for label in order}
     left = made[label_of.isna()]
     left_out = [
-        f"{paper.preset}: run {run['run_id'][:8]} left out, its settings differ from the preset's: "
+        f"{paper.label}: run {run['run_id'][:8]} left out, its settings differ from the preset's: "
         + ", ".join(f"{key}={ours} (preset: {preset[key]})" for key, ours in differences(run, preset, defaults).items())
         for _, run in left.iterrows()
     ]
@@ -172,7 +232,7 @@ def paper_rows(made: pd.DataFrame, paper: Paper, label: str) -> list[list[str]]:
         values = seed_values(made, reference.column)
         mean = values.mean()
         difference = "—" if math.isnan(mean) else f"{mean - reference.value:+{reference.spec}}"
-        preset = f"{paper.preset} ({label})" if label else paper.preset
+        preset = f"{paper.label} ({label})" if label else paper.label
         rows.append(
             [preset, reference.name, ours(values, reference.spec), number(reference.value, reference.spec),
              difference, notes]
@@ -187,6 +247,8 @@ def comparison(runs: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
     rows, left_out = [], []
     for paper in PAPERS:
         made = done[done["preset"] == paper.preset] if "preset" in done else done.iloc[:0]
+        for key, value in paper.row:
+            made = made[[same(ours, value) for ours in made[key]]] if key in made else made.iloc[:0]
         if made.empty:
             continue
         groups, left = protocols(made, paper)
@@ -197,7 +259,7 @@ def comparison(runs: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
 
 
 def sources() -> list[str]:
-    return [f"{paper.preset}: {paper.source}" for paper in PAPERS]
+    return [f"{paper.label}: {paper.source}" for paper in PAPERS]
 
 
 # MLflow filters have no OR or IN for tags: select every run made with a preset, then keep the papers' (of_papers).
