@@ -149,7 +149,8 @@ def test_an_old_style_mlp_config_keeps_its_fingerprint():
     """The fingerprints main gave these configs before model families: FINISHED runs are still skipped, not redone."""
     from vae_sweep.tracking.resume import fingerprint
 
-    before = {(): "cd647f6bfbf30c5f", ("experiment=burda_vae",): "be181496786efb2c"}
+    # burda_vae's is the one it has had since it set the paper's Adam eps (1e-4), which changed how it trains.
+    before = {(): "cd647f6bfbf30c5f", ("experiment=burda_vae",): "3d9336c82137e504"}
     for overrides, key in before.items():
         config = to_container(compose_config(*overrides, "paths.output_dir=/tmp/job"))
         assert fingerprint(config) == key

@@ -303,6 +303,7 @@ def test_kill_9_of_a_worker_then_the_same_command_resumes_its_trial(workdir):
     command = [
         sys.executable, "-m", "vae_sweep", "-m", "hydra/sweeper=search", *FAST, "search.trials=3", "search.parallel=2",
         "search.sampler=grid", "search.space.model.latent=choice(2,3,4)", "training.epochs=60", "model.hidden=[256]",
+        "data.validation=100",
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -372,7 +373,7 @@ def test_bad_search_input_is_one_error_before_any_trial(workdir, overrides, mess
 
 @pytest.mark.slow
 def test_a_failed_trial_fails_the_search_once_and_counts_against_its_budget(workdir):
-    command = ["search.sampler=grid", "search.space.optimizer.lr=choice(1e-3,1e4)", "training.epochs=1"]
+    command = ["search.sampler=grid", "search.space.optimizer.lr=choice(1e-3,1e9)", "training.epochs=1"]
     first = search(workdir, *command)
     assert first.returncode == 1 and "1 trial(s) failed" in first.stderr and "Non-finite loss" in first.stderr
     assert "Traceback" not in first.stderr

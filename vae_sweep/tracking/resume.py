@@ -13,11 +13,11 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
-from vae_sweep.config import defines_result, flatten
+from vae_sweep.config import OptimizerConfig, defines_result, flatten
 from vae_sweep.core.models import ADDED_DEFAULTS
 
-# Model keys that configs written before they existed lack, at the value those configs trained with.
-_ADDED = {f"model.{key}": value for key, value in ADDED_DEFAULTS.items()}
+# Keys that configs written before they existed lack, at the value those configs trained with.
+_ADDED = {f"model.{key}": value for key, value in ADDED_DEFAULTS.items()} | {"optimizer.eps": OptimizerConfig.eps}
 
 # Where the digest of a user's own data enters a fingerprint, beside the config's keys.
 DATA_DIGEST_KEY = "data.digest"
