@@ -30,6 +30,7 @@ from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads
 from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag
 from vae_sweep.tracking.runs import DataSplit, MlflowTracker, NullTracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
+from vae_sweep.tracking.sweeps import record_reused
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         decision = previous_run(store, key, cfg.training)
     if decision.action == "skip":
         log.info(f"Skipping {name}: run {decision.run.info.run_id} already FINISHED with this config.")
+        if cfg.tracking.parent_run_id:
+            record_reused(store, cfg.tracking.parent_run_id, tags[names.TAG_SWEEP_JOB], decision.run.info.run_id)
         log.info(f"MLflow runs: {store.runs_link()}")
         metrics = names.current_metrics(decision.run.data.metrics)
         if search_trial is not None:
