@@ -532,3 +532,30 @@ def test_runs_of_one_seed_are_one_sample_not_a_spread_of_zero():
     # Seed 0 of latent 10 is the mean of its two runs (111), seed 1 is 116.
     assert points.at[10, "loss/test"] == 113.5 and points.at[10, "loss/test std"] == pytest.approx(math.sqrt(12.5))
     assert findings.runs_and_seeds(points.loc[2]) == "2 runs of 1 seed"
+
+
+def test_a_point_reused_from_an_earlier_run_belongs_to_the_sweep(tmp_path):
+    """`python -m vae_sweep` (latent 2), then a sweep over latent 2 and 10: its first point is the earlier run."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=(tmp_path / "mlruns").as_uri())
+    start = 1_800_000_000_000
+    earlier = seed_run(client, experiment_id, str(tmp_path / "outputs" / "single"), 0, start, 2, 5, 0, 160.0)
+    sweep = str(tmp_path / "multirun" / "sweep")
+    tags = {names.TAG_SWEEP_ID: sweep, names.TAG_SWEEP_KIND: names.SWEEP_GRID, f"{names.TAG_SWEEP_REUSED}0": earlier}
+    parent = client.create_run(experiment_id, start_time=start + 1000, tags=tags).info.run_id
+    new = seed_run(client, experiment_id, sweep, 1, start + 2000, 10, 5, 0, 130.0)
+    client.set_tag(new, names.TAG_PARENT_RUN, parent)
+    store = SimpleNamespace(uri=uri)
+    runs = selected(store)  # the latest sweep
+    assert sorted(runs["run_id"]) == sorted([earlier, new]) and runs.set_index("run_id")["reused"][earlier]
+    assert cli.sweep_parent(runs) == parent
+    narrowed = selected(store, sweep=sweep, filter_string="params.`model.latent` = '10'")
+    assert narrowed["run_id"].tolist() == [new]
+    # A sweep whose every point was reused started no job run: its parent makes it the latest sweep still.
+    again = str(tmp_path / "multirun" / "again")
+    tags = {names.TAG_SWEEP_ID: again, names.TAG_SWEEP_KIND: names.SWEEP_GRID, f"{names.TAG_SWEEP_REUSED}0": new}
+    client.create_run(experiment_id, start_time=start + 3000, tags=tags)
+    assert selected(store)["run_id"].tolist() == [new]
+    text = document.overview(runs, uri, "model.latent", ["model.latent"]).blocks[0]
+    assert text.startswith("2 runs (1 of them trained before, reused as this sweep's points): 2 finished")

@@ -201,7 +201,7 @@ def test_the_search_section_names_the_best_trial_and_its_reproduce_command(store
 def test_pruned_trials_have_their_own_table_and_no_place_in_the_comparisons(store, report):
     cells = report.page.cells
     assert report.page.rows["pruned"] == 3
-    for number, epoch, value in ((2, "1", "190.00"), (6, "2", "180.00")):
+    for number, epoch, value in ((2, f"1 of {EPOCHS}", "190.00"), (6, f"2 of {EPOCHS}", "180.00")):
         row = cells["pruned"][cells["pruned"].index(store.ids[number]) - 5 :]
         assert row[:6] == [str(number), str(TRIALS[number][0]), f"{TRIALS[number][1]:.4g}", epoch, value, row[5]]
         for compared in ("results", "gallery", "unfinished"):

@@ -19,10 +19,12 @@ from tests.conftest import (
     train_in_process,
     training_settings,
 )  # fmt: skip
+from vae_sweep import names
 from vae_sweep.core.data import load
 from vae_sweep.core.train import Start
 from vae_sweep.jobs import checkpoint
 from vae_sweep.tracking.resume import fingerprint, is_dead
+from vae_sweep.tracking.sweeps import reused_runs
 
 CONFIG = {
     "model": {"latent": 2, "hidden": [8]},
@@ -224,5 +226,11 @@ def test_resume_never_forces_a_new_run(workdir):
 
 def test_a_finished_point_is_skipped_with_its_final_metrics(workdir):
     first = train_in_process(workdir, "training.epochs=1", "model.hidden=[16]", "eval.enabled=false")
-    again = train_in_process(workdir, "training.epochs=1", "model.hidden=[16]", "eval.enabled=false")
+    client, (run,) = runs_of(workdir)
+    # Skipped inside a sweep, the point still belongs to it: the sweep's parent records the run it reused.
+    parent = client.create_run(run.info.experiment_id, tags={names.TAG_SWEEP_KIND: names.SWEEP_GRID}).info.run_id
+    again = train_in_process(
+        workdir, "training.epochs=1", "model.hidden=[16]", "eval.enabled=false", f"tracking.parent_run_id={parent}"
+    )
     assert again == first and len(runs_of(workdir)[1]) == 1
+    assert reused_runs(client.get_run(parent).data.tags) == {"0": run.info.run_id}

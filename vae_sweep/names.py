@@ -200,6 +200,9 @@ TAG_SWEEP_KEY = "sweep.key"  # the parent run of a sweep: the same command (or s
 TAG_SWEEP_KIND = "sweep.kind"  # on the parent: SWEEP_GRID or SWEEP_SEARCH
 SWEEP_GRID = "grid"
 SWEEP_SEARCH = "search"
+# On the parent: + job number -> the run id of a FINISHED run that the sweep point reused instead of training again
+# (it stays nested under the sweep that trained it; the report counts it in this sweep too).
+TAG_SWEEP_REUSED = "sweep.reused."
 SWEEP_CONFIG = "multirun.yaml"  # the sweep's own config, in its folder and on its parent run
 # The parent's counts, logged as the sweep goes (step = jobs ended so far).
 SWEEP_JOBS = "sweep/jobs"

@@ -32,6 +32,7 @@ from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads
 from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag
 from vae_sweep.tracking.runs import DataSplit, MlflowTracker, NullTracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
+from vae_sweep.tracking.sweeps import record_reused
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,8 @@ def identify(cfg: DictConfig) -> Job:
 def skipped(job: Job, decision: Decision, store: Store | None) -> dict[str, float]:
     """The metrics of the FINISHED run with this config, which the job does not train again."""
     log.info(f"Skipping {job.name}: run {decision.run.info.run_id} already FINISHED with this config.")
+    if job.cfg.tracking.parent_run_id:
+        record_reused(store, job.cfg.tracking.parent_run_id, job.tags[names.TAG_SWEEP_JOB], decision.run.info.run_id)
     log.info(f"MLflow runs: {store.runs_link()}")
     metrics = names.current_metrics(decision.run.data.metrics)
     if job.search_trial is not None:

@@ -44,6 +44,19 @@ def update_parent(store: Store, run_id: str, metrics: dict[str, float], step: in
 
 
 @store_call
+def record_reused(store: Store, parent_run_id: str, job: str, run_id: str) -> None:
+    """That a sweep's point `job` is the FINISHED run `run_id`, trained before (and nested under another sweep): one
+    tag per job, so that parallel jobs never write the same one."""
+    store.client.set_tag(parent_run_id, f"{names.TAG_SWEEP_REUSED}{job}", run_id)
+
+
+def reused_runs(parent_tags: dict[str, str]) -> dict[str, str]:
+    """Job number -> run id of the points a sweep reused, from its parent run's tags."""
+    return {key.removeprefix(names.TAG_SWEEP_REUSED): value for key, value in parent_tags.items()
+            if key.startswith(names.TAG_SWEEP_REUSED)}  # fmt: skip
+
+
+@store_call
 def close_parent(store: Store, run_id: str, status: str, config_file: Path | None = None, note: str = "") -> None:
     if config_file is not None and config_file.exists():
         store.client.log_artifact(run_id, str(config_file))

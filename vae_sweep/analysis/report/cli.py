@@ -154,8 +154,9 @@ def log_report(
 
 
 def sweep_parent(runs: pd.DataFrame) -> str | None:
-    """The parent run that every one of the runs is a job of, if there is one."""
-    parents = runs["parent"].unique()
+    """The parent run that every one of the runs is a job of, if there is one; the points it reused from earlier
+    sweeps stay nested under theirs."""
+    parents = runs.loc[~runs["reused"], "parent"].unique()
     return parents[0] if len(parents) == 1 and pd.notna(parents[0]) else None
 
 

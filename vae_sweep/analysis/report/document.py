@@ -62,11 +62,13 @@ class Section:
 
 def overview(runs: pd.DataFrame, uri: str, x: str, swept: list[str]) -> Section:
     done, stopped = len(finished(runs)), len(pruned(runs))
+    reused = int(runs["reused"].sum()) if "reused" in runs else 0
     counts = f"{done} finished, " + (f"{stopped} pruned by the search, " if stopped else "")
+    reuse = f" ({reused} of them trained before, reused as this sweep's points)" if reused else ""
     return Section(
         "Selection",
         [
-            f"{len(runs)} runs: {counts}{len(runs) - done - stopped} not. Store {uri}; report made "
+            f"{len(runs)} runs{reuse}: {counts}{len(runs) - done - stopped} not. Store {uri}; report made "
             f"{datetime.now():%Y-%m-%d %H:%M}. Swept: {', '.join(swept) or 'nothing'}; x axis: {x}.",
         ],
     )
@@ -191,6 +193,12 @@ def gallery_section(
     )
 
 
+def epochs_trained(trial: pd.Series) -> str:
+    """'2 of 4': a pruned trial is labelled by the epochs it ran, beside the training.epochs it was set to run."""
+    planned = trial.get(EPOCHS)
+    return str(trial["pruned_epoch"]) + (f" of {planned}" if planned is not None and pd.notna(planned) else "")
+
+
 def _value(value: Any) -> str:
     """A searched value as short as it reads: a sampled learning rate has every digit of a float."""
     return format(value, ".4g") if isinstance(value, float) else str(value)
@@ -249,7 +257,7 @@ def search_section(
         blocks.append("The search pruned no trial.")
     else:
         rows = [
-            [str(trial["trial"]), *(_value(trial[key]) for key in keys), str(trial["pruned_epoch"]),
+            [str(trial["trial"]), *(_value(trial[key]) for key in keys), epochs_trained(trial),
              number(trial["objective"]), trial["run_id"]]
             for _, trial in stopped.iterrows()
         ]  # fmt: skip
@@ -257,7 +265,7 @@ def search_section(
             f"Trials the search stopped early: their {search.objective} is of fewer epochs than the others', so "
             "they are left out of every comparison above and below.",
             Table(
-                ["trial", *short.values(), "epoch pruned", f"{search.objective} at pruning", "run id"], rows, "pruned"
+                ["trial", *short.values(), "epochs trained", f"{search.objective} at pruning", "run id"], rows, "pruned"
             ),
         ]
     return Section(f"Search: study {search.study}", blocks)

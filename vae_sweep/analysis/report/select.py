@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from vae_sweep import names
 from vae_sweep.errors import UserError
 from vae_sweep.tracking.store import existing_store
+from vae_sweep.tracking.sweeps import reused_runs
 
 # Backquoted because the tag's name holds a dot, which MLflow's filter grammar would read as a path.
 SWEEP_TAG = f"tags.`{names.TAG_SWEEP_ID}`"
@@ -31,6 +32,7 @@ class Selection:
     filter: str
     description: str
     sweep: str | None = None
+    narrowed_by: str | None = None  # the user's own filter, which the sweep's reused points must pass too
 
 
 def open_experiment(uri: str, name: str) -> tuple[MlflowClient, Experiment]:
@@ -63,7 +65,8 @@ def latest_sweep(client: MlflowClient, experiment_id: str) -> str:
             max_results=PAGE,
             page_token=page_token,
         )
-        job = next((run for run in runs if not is_parent(run.data.tags)), None)
+        # A sweep whose every point an earlier run had finished started no job run: its parent stands for it.
+        job = next((run for run in runs if not is_parent(run.data.tags) or reused_runs(run.data.tags)), None)
         if job is not None:
             return job.data.tags[names.TAG_SWEEP_ID]
         if not runs.token:
@@ -81,7 +84,7 @@ def choose_selection(
         sweep = latest_sweep(client, experiment_id)
     clauses = ([f"{SWEEP_TAG} = '{sweep}'"] if sweep else []) + ([filter_string] if filter_string else [])
     words = ([f"sweep {sweep}"] if sweep else []) + ([f"filter {filter_string}"] if filter_string else [])
-    return Selection(" and ".join(clauses), ", ".join(words) or "all runs", sweep)
+    return Selection(" and ".join(clauses), ", ".join(words) or "all runs", sweep, filter_string)
 
 
 @contextmanager
@@ -114,14 +117,38 @@ def without_parents(raw: pd.DataFrame) -> pd.DataFrame:
     return jobs.drop(columns=only_parents).reset_index(drop=True)
 
 
-def search(uri: str, experiment_id: str, selection: Selection) -> pd.DataFrame:
-    """MLflow's frame of the selected job runs (params., metrics., tags. columns), sweeps' parent runs left out; a
-    UserError when it is empty."""
+def _search_runs(uri: str, experiment_id: str, filter_string: str, selection: Selection) -> pd.DataFrame:
     try:
         with tracking_uri(uri):
-            raw = mlflow.search_runs([experiment_id], selection.filter, output_format="pandas")
+            return mlflow.search_runs([experiment_id], filter_string, output_format="pandas")
     except MlflowException as error:
         raise UserError(f"MLflow rejected the selection ({selection.description}): {error.message}") from None
+
+
+def with_reused(uri: str, experiment_id: str, selection: Selection, raw: pd.DataFrame) -> pd.DataFrame:
+    """The selected sweep's runs and the points it reused: FINISHED runs of earlier sweeps that its parent records
+    (tracking.sweeps.reused_runs), marked in a `reused` column."""
+    raw = raw.assign(reused=False)
+    columns = [column for column in raw if column.startswith(f"tags.{names.TAG_SWEEP_REUSED}")]
+    if selection.sweep is None or not columns:
+        return raw
+    wanted = sorted(set(raw[columns].stack().dropna()) - set(raw["run_id"]))
+    if not wanted:
+        return raw
+    clauses = [f"attributes.run_id IN ({', '.join(repr(run_id) for run_id in wanted)})"]
+    clauses += [selection.narrowed_by] if selection.narrowed_by else []
+    reused = _search_runs(uri, experiment_id, " and ".join(clauses), selection)
+    both = pd.concat([raw, reused.assign(reused=True)], ignore_index=True)
+    # A frame of a running parent alone has no end time, and its column no datetime type to keep in the concatenation.
+    return both.assign(**{column: pd.to_datetime(both[column], utc=True) for column in ("start_time", "end_time")})
+
+
+def search(uri: str, experiment_id: str, selection: Selection) -> pd.DataFrame:
+    """MLflow's frame of the selected job runs (params., metrics., tags. columns) and, for a sweep, the earlier runs
+    it reused as its points (`reused`); sweeps' parent runs left out; a UserError when it is empty."""
+    raw = _search_runs(uri, experiment_id, selection.filter, selection)
+    if not raw.empty:
+        raw = with_reused(uri, experiment_id, selection, raw)
     if raw.empty:
         raise UserError(f"No runs match {selection.description}.")
     jobs = without_parents(raw)

@@ -73,10 +73,10 @@ def _column(raw: pd.DataFrame, name: str) -> pd.Series:
 
 
 def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: run_id, run_name, status, error, sweep, start_time, and for a search's trials their parent
-    run, study, trial number, trial_state and pruned_epoch; the params under their dotted config
-    keys (typed), the loss terms' last values, the quality/ and time/ metrics under today's names (whatever
-    version of vae-sweep logged them), and the time column (TIME)."""
+    """One row per run: run_id, run_name, status, error, sweep, start_time, reused (a point of the selected sweep
+    that an earlier run trained), and for a search's trials their parent run, study, trial number, trial_state and
+    pruned_epoch; the params under their dotted config keys (typed), the loss terms' last values, the quality/ and
+    time/ metrics under today's names (whatever version of vae-sweep logged them), and the time column (TIME)."""
     logged = names.current_metrics(raw[[name for name in raw if name.startswith("metrics.")]])
     metrics = {
         name.removeprefix("metrics."): logged[name]
@@ -98,6 +98,8 @@ def runs_table(raw: pd.DataFrame) -> pd.DataFrame:
         "trial": pd.to_numeric(_column(raw, f"tags.{names.TAG_TRIAL}")).astype("Int64"),
         "trial_state": _column(raw, f"tags.{names.TAG_TRIAL_STATE}"),
         "pruned_epoch": pd.to_numeric(_column(raw, f"tags.{names.TAG_PRUNED_EPOCH}")).astype("Int64"),
+        # A point of the selected sweep that an earlier sweep's run had finished (select.with_reused).
+        "reused": raw["reused"].astype(bool) if "reused" in raw else False,
     }
     params = {name.removeprefix("params."): cast_param(raw[name]) for name in raw if name.startswith("params.")}
     table = pd.DataFrame({**identity, **params, **metrics, TIME.column: time})
