@@ -123,7 +123,7 @@ def evaluate(model: VAEModel, split: Split, batch_size: int, seed: int, weight: 
     return evaluate_with_posterior(model, split, batch_size, seed, weight)[0]
 
 
-# The evaluation split whose posterior gives the epoch's active units and per-dimension KL, and its ELBO.
+# The evaluation split whose posterior gives the epoch's active units and per-dimension KL.
 USAGE_SPLIT = "test"
 
 
