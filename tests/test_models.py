@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from tests.conftest import MNIST_SHAPE, small_model
 from vae_sweep.core.metrics import iwae_bound
-from vae_sweep.core.models import FAMILIES, OBJECTIVES, PRIORS, Posterior, build_model
+from vae_sweep.core.models import FAMILIES, OBJECTIVES, PRIORS, Posterior, build_model, check_model
 from vae_sweep.core.models.priors import standard_kl_per_dim
+from vae_sweep.errors import UserError
 
 
 def test_kl_is_zero_when_posterior_is_the_prior():
@@ -79,6 +80,22 @@ def test_the_conv_family_takes_any_image_shape(shape):
     x = torch.rand(2, math.prod(shape)).bernoulli()
     assert model.decode(model.encode(x).mean).shape == x.shape
     assert model.decode(torch.zeros(5, 2, 3)).shape == (5, 2, math.prod(shape))  # leading sample dimensions
+
+
+@pytest.mark.parametrize(("channels", "kernel", "smallest"), [([4, 8], 4, 4), ([4], 4, 2), ([4, 8, 8], 3, 1)])
+def test_the_conv_family_refuses_images_too_small_for_its_layers(channels, kernel, smallest):
+    cfg = {"name": "conv", "latent": 2, "channels": channels, "kernel": kernel}
+    model = build_model(cfg, (1, smallest, smallest + 1))
+    assert model.decode(torch.zeros(1, 2)).shape == (1, smallest * (smallest + 1))
+    if smallest > 1:
+        with pytest.raises(UserError, match=f"data.size: {smallest - 1}x{smallest + 1} .* at least {smallest}"):
+            check_model(cfg, (1, smallest - 1, smallest + 1))
+
+
+def test_images_of_another_shape_than_the_model_s_are_one_user_error():
+    model = build_model({"name": "conv", "latent": 2, "channels": [4]}, (1, 8, 8))
+    with pytest.raises(UserError, match="images of 192 values each given to a model built for 1x8x8 images"):
+        model.encode(torch.rand(2, 3 * 8 * 8))
 
 
 def test_iwae_with_one_sample_is_the_elbo_bit_for_bit():

@@ -261,3 +261,21 @@ def test_checkpoints_of_own_data_rebuild_their_model(workdir):
     train_in_process(workdir, "data=arrays", f"data.path={path}", "eval.enabled=false", "tracking.enabled=false", *JOB)
     model, config = load(workdir / "outputs" / "in-process" / names.CHECKPOINT)
     assert model.decode(torch.zeros(1, model.latent)).shape == (1, 20) and config["data"]["name"] == "arrays"
+
+
+def test_a_conv_job_on_a_resized_rgb_folder_trains_and_loads_back(workdir, labelled_rgb):
+    from vae_sweep import load_model
+
+    conv = ("model=conv", "model.channels=[4,8]", "model.latent=4", "data.size=12")
+    final = train_in_process(workdir, "data=images", f"data.path={labelled_rgb}", *conv, *JOB[:1], *JOB[2:])
+    assert names.Q_FID in final and final[names.TEST_LOSS] > 0
+    model, config = load_model(workdir / "outputs" / "in-process" / names.CHECKPOINT)
+    assert (model.shape, config["model"]["name"], config["data"]["size"]) == ((3, 12, 12), "conv", 12)
+    assert model.sample(2, torch.Generator().manual_seed(0)).shape == (2, 3 * 12 * 12)
+    assert (workdir / "outputs" / "in-process" / names.FIGURES / names.FIG_SAMPLES).exists()
+
+
+def test_a_size_the_conv_family_cannot_take_is_refused_before_any_run(workdir, labelled_rgb):
+    with pytest.raises(UserError, match=r"data.size: 3x3 images are too small .* at least 4\); set data.size >= 4"):
+        train_in_process(workdir, "data=images", f"data.path={labelled_rgb}", "data.size=3", "model=conv", *JOB[:1])
+    assert not (workdir / "mlflow.db").exists() or not experiment_runs(f"sqlite:///{workdir / 'mlflow.db'}")[1]

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_sweep import names
 from vae_sweep.config import defines_result, flatten, to_container, validate
 from vae_sweep.core import signals
-from vae_sweep.core.data import RAW_FILES, Data, Split, data_md5s, load_own, prepare_data, raw_folder
-from vae_sweep.core.models import VAEModel, build_model
+from vae_sweep.core.data import RAW_FILES, SHAPES, Data, Split, data_md5s, load_own, prepare_data, raw_folder
+from vae_sweep.core.models import VAEModel, build_model, check_model
 from vae_sweep.core.optim import build_optimizer, lr_schedule
 from vae_sweep.core.sources import Loaded
 from vae_sweep.core.train import FitSettings, Hooks, Start, fit
@@ -153,6 +153,7 @@ def identify(cfg: DictConfig) -> Job:
     name, tags = job_identity(cfg)
     # Before any run exists: a bad folder or file fails here, and its digest tells its runs from other data's.
     own = load_own(cfg.data)
+    check_model(cfg.model, own.shape if own else SHAPES[cfg.data.name.value])
     key = tags[names.TAG_FINGERPRINT] = fingerprint(config, own.digest if own else None)
     search_trial = trial.current()
     if search_trial is not None:

@@ -21,7 +21,7 @@ from vae_sweep.core.models.settings import ADDED_DEFAULTS, ModelSettings, read_s
 
 __all__ = [
     "ADDED_DEFAULTS", "Activation", "FAMILIES", "OBJECTIVES", "PRIORS", "ModelSettings", "Posterior", "VAEModel",
-    "build_model", "schemas", "settings_of",
+    "build_model", "check_model", "schemas", "settings_of",
 ]  # fmt: skip
 
 
@@ -46,6 +46,15 @@ def settings_of(model_cfg) -> ModelSettings:
     if name not in FAMILIES:
         raise ValueError(f"unknown model family {name!r}; allowed: {', '.join(FAMILIES)}")
     return read_settings(FAMILIES[name].schema, model_cfg)
+
+
+def check_model(model_cfg, shape: tuple[int, int, int]) -> None:
+    """A UserError, before any run exists, where the family cannot take images of `shape` (a family without a
+    `check` takes any)."""
+    settings = settings_of(model_cfg)
+    check = getattr(FAMILIES[settings.name].module, "check", None)
+    if check is not None:
+        check(settings, shape)
 
 
 def build_model(model_cfg, shape: tuple[int, int, int]) -> VAEModel:

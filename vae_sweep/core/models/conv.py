@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from vae_sweep.core.models.base import ACTIVATIONS, Activation
 from vae_sweep.core.models.settings import ModelSettings, Rules
+from vae_sweep.errors import UserError
 
 STRIDE = 2
 
@@ -34,14 +35,38 @@ def _padding(kernel: int) -> int:
     return (kernel - 1) // 2
 
 
+def _after_layers(settings: ConvSettings, side: int) -> list[int]:
+    """A side of the input and after each stride-2 convolution."""
+    sides = [side]
+    for _ in settings.channels:
+        sides.append((sides[-1] + 2 * _padding(settings.kernel) - settings.kernel) // STRIDE + 1)
+    return sides
+
+
+def smallest_side(settings: ConvSettings) -> int:
+    """The smallest image side the convolutions leave at least one pixel of."""
+    side = 1
+    while _after_layers(settings, side)[-1] < 1:
+        side += 1
+    return side
+
+
+def check(settings: ConvSettings, shape: tuple[int, int, int]) -> None:
+    """Refuse, before any run exists, images the convolutions would shrink to nothing."""
+    height, width = shape[1:]
+    minimum = smallest_side(settings)
+    if min(height, width) < minimum:
+        raise UserError(
+            f"data.size: {height}x{width} images are too small for model=conv with model.channels="
+            f"{list(settings.channels)} and model.kernel={settings.kernel} ({len(settings.channels)} stride-2 "
+            f"convolutions need sides of at least {minimum}); set data.size >= {minimum}, or use fewer model.channels."
+        )
+
+
 def feature_sizes(settings: ConvSettings, shape: tuple[int, int, int]) -> list[tuple[int, int]]:
     """(height, width) of the input and after each convolution."""
-    sizes = [shape[1:]]
-    for _ in settings.channels:
-        sizes.append(tuple((s + 2 * _padding(settings.kernel) - settings.kernel) // STRIDE + 1 for s in sizes[-1]))
-    if min(sizes[-1]) < 1:
-        raise ValueError(f"{shape[1]}x{shape[2]} images are too small for {len(settings.channels)} stride-2 layers")
-    return sizes
+    check(settings, shape)
+    return list(zip(*(_after_layers(settings, side) for side in shape[1:]), strict=True))
 
 
 def encoder(settings: ConvSettings, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:

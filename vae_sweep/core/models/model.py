@@ -9,6 +9,7 @@ from vae_sweep.core.models.base import Posterior
 from vae_sweep.core.models.objectives import OBJECTIVES, Terms
 from vae_sweep.core.models.priors import PRIORS
 from vae_sweep.core.models.settings import ModelSettings
+from vae_sweep.errors import UserError
 
 
 class VAEModel(nn.Module):
@@ -26,13 +27,23 @@ class VAEModel(nn.Module):
         self.encoder = encoder
         self.posterior = head
         self.decoder = decoder
-        pixels = shape[0] * shape[1] * shape[2]
-        self.prior = PRIORS[settings.prior.value](settings.latent, pixels, settings.prior_components)
+        self.pixels = shape[0] * shape[1] * shape[2]
+        self.prior = PRIORS[settings.prior.value](settings.latent, self.pixels, settings.prior_components)
         self._objective = OBJECTIVES[settings.objective.value]
 
     def encode(self, x: Tensor) -> Posterior:
+        if x.shape[-1] != self.pixels:
+            raise UserError(self._not_built_for(x))
         mu, logvar = self.posterior(self.encoder(x)).chunk(2, dim=-1)
         return Posterior(mu, logvar)
+
+    def _not_built_for(self, x: Tensor) -> str:
+        channels, height, width = self.shape
+        return (
+            f"images of {x.shape[-1]} values each given to a model built for {channels}x{height}x{width} images "
+            f"({self.pixels} values, flattened): more channels or pixels than it was built for. Give it the data it "
+            "was trained on (its config's data), or train a model on this data."
+        )
 
     def decode(self, z: Tensor) -> Tensor:
         """Bernoulli logits of the pixels for z of any leading shape; the losses work on these for stability."""
