@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from vae_sweep import names  # noqa: E402
 from vae_sweep.config import Config, flatten  # noqa: E402
-from vae_sweep.tracking.runs import BATCH_LIMIT  # noqa: E402
+from vae_sweep.tracking.mlflow_tracker import BATCH_LIMIT  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

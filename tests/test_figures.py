@@ -7,8 +7,9 @@ from PIL import Image
 
 from tests.conftest import small_model
 from vae_sweep.evaluation import figures
+from vae_sweep.evaluation.grids import GRID_PADDING
 
-TILE = 28 + figures.GRID_PADDING
+TILE = 28 + GRID_PADDING
 
 
 @pytest.fixture(autouse=True)
@@ -44,20 +45,6 @@ def history(epochs: int) -> list[dict[str, float]]:
             row |= {f"loss/recon/{split}": recon, f"loss/kl/{split}": kl, f"loss/{split}": recon + kl}
         rows.append(row)
     return rows
-
-
-def test_image_grid_places_images_row_by_row_with_padding():
-    images = torch.arange(4).float().div(4).repeat_interleave(784).reshape(4, 784)
-    grid = figures.image_grid(images, nrow=2)
-    assert grid.shape == (2 * TILE + figures.GRID_PADDING, 2 * TILE + figures.GRID_PADDING)
-    for index in range(4):
-        row, column = divmod(index, 2)
-        assert grid[row * TILE + 10, column * TILE + 10] == pytest.approx(index / 4)
-    assert grid[0, 0] == figures.GRID_PAD_VALUE
-
-
-def test_image_grid_leaves_missing_images_of_the_last_row_blank():
-    assert figures.image_grid(random_images(3), nrow=2).shape == figures.image_grid(random_images(4), nrow=2).shape
 
 
 def test_losses_draws_three_panels_side_by_side(tmp_path):
@@ -195,10 +182,3 @@ def test_a_figure_that_fails_is_closed_and_not_written(tmp_path):
     with pytest.raises(RuntimeError, match="decoder broke"):
         figures.manifold(decode, tmp_path / "manifold.png")
     assert not (tmp_path / "manifold.png").exists()
-
-
-def test_an_rgb_grid_keeps_its_three_channels_and_odd_sizes_their_shape():
-    rgb = torch.rand(4, 3 * 32 * 32, generator=torch.Generator().manual_seed(0))
-    assert figures.image_grid(rgb, nrow=2, shape=(3, 32, 32)).shape == (2 + 2 * 34, 2 + 2 * 34, 3)
-    with pytest.raises(ValueError, match="pass the images' shape"):
-        figures.image_grid(torch.rand(2, 3 * 32 * 32), nrow=2)

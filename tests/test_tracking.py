@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli, serve_mlflow, train_in_process
 from vae_sweep import load_model
 from vae_sweep.errors import UserError
-from vae_sweep.tracking.runs import MlflowTracker, NullTracker, tracked_run
+from vae_sweep.tracking.mlflow_tracker import MlflowTracker
+from vae_sweep.tracking.runs import NullTracker, tracked_run
 from vae_sweep.tracking.store import check_reachable, connect, open_store, run_link, ui_link
 
 FIGURES = {
@@ -304,7 +305,7 @@ def test_a_dataset_another_job_inserted_at_the_same_moment_is_linked_on_the_next
     """Parallel jobs on a PostgreSQL-backed server race to insert the same dataset row (seen in a submitit sweep)."""
     from mlflow.exceptions import MlflowException
 
-    from vae_sweep.tracking.runs import DataSplit, MlflowTracker
+    from vae_sweep.tracking.runs import DataSplit
 
     class RacingClient:
         calls = 0
@@ -322,7 +323,7 @@ def test_a_dataset_another_job_inserted_at_the_same_moment_is_linked_on_the_next
 def test_other_store_errors_while_logging_datasets_are_not_retried(tmp_path):
     from mlflow.exceptions import MlflowException
 
-    from vae_sweep.tracking.runs import DataSplit, MlflowTracker
+    from vae_sweep.tracking.runs import DataSplit
 
     class BrokenClient:
         def log_inputs(self, run_id, datasets):

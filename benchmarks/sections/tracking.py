@@ -31,7 +31,8 @@ TARGET = "tracking overhead <= 2% of an epoch"
 def measure(ctx: Context) -> dict:
     from vae_sweep.config import TrainingConfig
     from vae_sweep.core.models.mlp import MLPSettings
-    from vae_sweep.tracking.runs import MlflowTracker, NullTracker
+    from vae_sweep.tracking.mlflow_tracker import MlflowTracker
+    from vae_sweep.tracking.runs import NullTracker
     from vae_sweep.tracking.store import connect
 
     train, test = ctx.data()

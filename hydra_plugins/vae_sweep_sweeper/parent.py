@@ -13,10 +13,17 @@ from typing import Sequence
 from omegaconf import DictConfig
 
 from vae_sweep import names
-from vae_sweep.tracking import sweeps
 from vae_sweep.tracking.store import Store, open_store, run_link
 
 log = logging.getLogger(__name__)
+
+
+def _records():
+    """vae_sweep.tracking.sweeps, imported once a parent run is written: Hydra imports every plugin module on every
+    run, a single run and `--cfg job` too, and that module loads MLflow."""
+    from vae_sweep.tracking import sweeps
+
+    return sweeps
 
 
 def sweep_key(experiment: str, parts: Sequence[str]) -> str:
@@ -46,7 +53,7 @@ class SweepParent:
         sweep_id = str(Path(config.hydra.sweep.dir).resolve())
         tags = {names.TAG_SWEEP_KIND: kind, names.TAG_SWEEP_ID: sweep_id, **(tags or {})}
         key = key or sweep_key(config.tracking.experiment, key_parts)
-        run_id = sweeps.open_parent(store, key, name, tags, params or {})
+        run_id = _records().open_parent(store, key, name, tags, params or {})
         log.info(f"MLflow parent run {run_id} ({name})")
         return cls(store, run_id)
 
@@ -58,7 +65,7 @@ class SweepParent:
         """The counts (names.SWEEP_JOBS, ...) and other figures so far, at step = jobs ended; tags such as the best."""
         if self.store is not None:
             step = int(metrics.get(names.SWEEP_JOBS, 0))
-            sweeps.update_parent(self.store, self.run_id, metrics, step, tags or {})
+            _records().update_parent(self.store, self.run_id, metrics, step, tags or {})
 
     def link(self) -> str:
         """A line pointing at the parent run's page; empty without tracking."""
@@ -70,6 +77,6 @@ class SweepParent:
         if self.store is None:
             return
         try:
-            sweeps.close_parent(self.store, self.run_id, status, config_file, note)
+            _records().close_parent(self.store, self.run_id, status, config_file, note)
         except Exception as error:  # the sweep's own outcome matters more than its parent's status
             log.warning(f"Could not close the parent run {self.run_id}: {error}")

@@ -3,20 +3,23 @@ here, a user's own folders and arrays through core.sources."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch import Tensor
-from torchvision import datasets
 
 from vae_sweep.core.sources import Loaded, Pixels, load_source
 from vae_sweep.errors import UserError
 
-DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+# Dataset -> its folder under data.root, as torchvision names it (and its dataset class, which downloads it).
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 # (channels, height, width) of each dataset's images; a Split holds them flattened, a model is built for this shape.
 SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
 
@@ -95,7 +98,7 @@ class Split:
 
 
 def raw_folder(name: str, root: str | os.PathLike) -> Path:
-    return Path(root) / DATASETS[name].__name__ / "raw"
+    return Path(root) / DATASETS[name] / "raw"
 
 
 def _missing_message(name: str, root: str | os.PathLike, reason: str) -> str:
@@ -104,50 +107,77 @@ def _missing_message(name: str, root: str | os.PathLike, reason: str) -> str:
     return (
         f"{name} data not found in {folder} ({reason}). Expected the files {files} (or unpacked). "
         f"Copy them there, point data.root (or $VAE_SWEEP_DATA_DIR) at a folder holding "
-        f"{DATASETS[name].__name__}/raw/, "
+        f"{DATASETS[name]}/raw/, "
         "or run once with network access so torchvision downloads them."
     )
 
 
-def check_idx(path: Path) -> None:
-    """Fail with the file's name when an IDX file's header and length disagree (truncated or corrupted)."""
-    with open(path, "rb") as handle:
-        header = handle.read(4)
-        if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] != 8 or not 1 <= header[3] <= 3:
-            raise UserError(f"{path} is not an IDX file of unsigned bytes (bad header); delete it and fetch it again.")
-        dims = [int.from_bytes(handle.read(4), "big") for _ in range(header[3])]
-    count = 1
-    for dim in dims:
-        count *= dim
-    size = path.stat().st_size
-    if size != 4 + 4 * len(dims) + count:
+def read_idx(path: Path) -> Tensor:
+    """An IDX file of unsigned bytes as a uint8 tensor of the shape its header gives; a file whose header and length
+    disagree (truncated or corrupted) fails with its name."""
+    raw = bytearray(path.read_bytes())
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= raw[3] <= 3:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes (bad header); delete it and fetch it again.")
+    start = 4 + 4 * raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * axis : 8 + 4 * axis], "big") for axis in range(raw[3])]
+    count = math.prod(dims)
+    if len(raw) != start + count:
         raise UserError(
             f"{path} is truncated or corrupted: its header promises {count} values, "
-            f"the file holds {size - 4 - 4 * len(dims)}; delete it and fetch it again."
+            f"the file holds {len(raw) - start}; delete it and fetch it again."
         )
+    if count == 0:
+        return torch.empty(dims, dtype=torch.uint8)
+    return torch.frombuffer(raw, dtype=torch.uint8, offset=start).reshape(dims)
+
+
+def _unpacked(folder: Path, filename: str) -> bool:
+    """Whether the IDX file is there, unpacking it from its .gz beside it (as torchvision does) if only that is."""
+    path, packed = folder / filename, folder / f"{filename}.gz"
+    if path.exists():
+        return True
+    if not packed.exists():
+        return False
+    try:
+        with gzip.open(packed) as source:
+            content = source.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise UserError(f"{packed} cannot be unpacked ({error}); delete it and fetch it again.") from None
+    temporary = path.with_name(f"{filename}.{os.getpid()}.tmp")  # parallel jobs may unpack it at the same moment
+    temporary.write_bytes(content)
+    os.replace(temporary, path)
+    return True
+
+
+def _download(name: str, root: str | os.PathLike) -> None:
+    """All four files of the dataset, through torchvision (imported here only: with its models, it takes seconds)."""
+    from torchvision import datasets
+
+    try:
+        getattr(datasets, DATASETS[name])(root=str(root), train=False, download=True)
+    except RuntimeError as error:
+        raise UserError(_missing_message(name, root, "download failed: " + str(error).splitlines()[0])) from None
 
 
 def load_split(name: str, root: str | os.PathLike, train: bool, download: bool = True) -> Split:
-    """One split as (N, 784) uint8 grey levels; downloads through torchvision when files are missing."""
+    """One split as (N, C*H*W) uint8 grey levels, read from its IDX files (or their .gz); downloads them through
+    torchvision when they are missing."""
     if name not in DATASETS:
         raise UserError(f"Unknown dataset {name!r}; allowed: {', '.join(DATASETS)}.")
+    folder = raw_folder(name, root)
     image_file, label_file = RAW_FILES["train" if train else "test"]
-    for filename in (image_file, label_file):
-        path = raw_folder(name, root) / filename
-        if path.exists():
-            check_idx(path)
-    try:
-        dataset = DATASETS[name](root=str(root), train=train, download=download)
-    except RuntimeError as error:
-        reason = "download=false" if not download else "download failed: " + str(error).splitlines()[0]
-        raise UserError(_missing_message(name, root, reason)) from None
-    if len(dataset.data) != len(dataset.targets):
+    if not all(_unpacked(folder, filename) for filename in (image_file, label_file)):
+        if not download:
+            raise UserError(_missing_message(name, root, "download=false"))
+        _download(name, root)
+    images, labels = read_idx(folder / image_file), read_idx(folder / label_file)
+    if len(images) != len(labels):
         raise UserError(
-            f"{raw_folder(name, root)}: {image_file} holds {len(dataset.data)} images and {label_file} "
-            f"{len(dataset.targets)} labels; delete them and fetch them again."
+            f"{folder}: {image_file} holds {len(images)} images and {label_file} {len(labels)} labels; "
+            "delete them and fetch them again."
         )
-    # Kept as torchvision's uint8 grey levels: a quarter of the memory of floats.
-    return Split(dataset.data.reshape(len(dataset.data), -1), dataset.targets.long())
+    # Kept as grey levels: a quarter of the memory of floats.
+    return Split(images.reshape(len(images), -1), labels.long())
 
 
 def load(name: str, root: str | os.PathLike, download: bool = True) -> tuple[Split, Split]:

@@ -10,40 +10,12 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from vae_sweep import names
+from vae_sweep.evaluation.grids import GRID_PADDING, image_grid, image_shape, tile_centre
 from vae_sweep.evaluation.plotting import plt, saved_figure
 
-GRID_PADDING = 2
-# Grey between tiles separates them without looking like ink (1) or background (0).
-GRID_PAD_VALUE = 0.5
 LOSS_TERMS = (("kl", "KL"), ("recon", "reconstruction"), ("loss", "total (the objective)"))
-
-
-def image_shape(images: Tensor, shape: Sequence[int] | None) -> tuple[int, int, int]:
-    """(channels, height, width) of flattened images: `shape` when given, else square single-channel ones."""
-    if shape is not None:
-        return tuple(shape)
-    side = math.isqrt(images.shape[-1])
-    if side * side != images.shape[-1]:
-        raise ValueError(f"{images.shape[-1]} pixels are no square image; pass the images' shape")
-    return (1, side, side)
-
-
-def image_grid(images: Tensor, nrow: int, shape: Sequence[int] | None = None) -> np.ndarray:
-    """(N, C*H*W) pixel values in [0, 1] as one picture, nrow images per row, filled row by row: (H, W) for one
-    channel, (H, W, 3) for three."""
-    channels, height, width = image_shape(images, shape)
-    tiles = images.detach().cpu().float().reshape(-1, channels, height, width)
-    grid = make_grid(tiles, nrow=nrow, padding=GRID_PADDING, pad_value=GRID_PAD_VALUE)
-    # make_grid copies a single channel into three; one is the picture.
-    return grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).numpy()
-
-
-def _tile_centre(index: float, size: int) -> float:
-    """Pixel coordinate of the centre of the tile at row or column `index` of an image_grid of size-pixel tiles."""
-    return GRID_PADDING + index * (size + GRID_PADDING) + (size - 1) / 2
 
 
 def _show_grid(ax, grid: np.ndarray) -> None:
@@ -83,7 +55,7 @@ def reconstructions(
     with saved_figure(path, figsize=(0.6 * columns + 1.5, 3)) as (fig, ax):
         _show_grid(ax, image_grid(torch.cat([real, reconstructed]), nrow=columns, shape=shape))
         height = image_shape(real, shape)[1]
-        ax.set_yticks([_tile_centre(0, height), _tile_centre(1, height)], ["real", "reconstructed"])
+        ax.set_yticks([tile_centre(0, height), tile_centre(1, height)], ["real", "reconstructed"])
         ax.set_xticks([])
         ax.set_title(title)
     return path
@@ -189,8 +161,8 @@ def manifold(
         grid = manifold_grid(decode, n, span, device, shape)
         _show_grid(ax, grid)
         size = (grid.shape[0] - GRID_PADDING) // n - GRID_PADDING
-        ax.set_xticks([_tile_centre(index, size) for index in tile_indices], tick_labels)
-        ax.set_yticks([_tile_centre(n - 1 - index, size) for index in tile_indices], tick_labels)
+        ax.set_xticks([tile_centre(index, size) for index in tile_indices], tick_labels)
+        ax.set_yticks([tile_centre(n - 1 - index, size) for index in tile_indices], tick_labels)
         ax.set_xlabel("z1")
         ax.set_ylabel("z2")
         title = f"Decoder means over the latent square [{-span:g}, {span:g}]², {n}×{n} grid"

@@ -1,19 +1,23 @@
-"""Checkpoints: a model's weights with the resolved config that built it, loadable from a file or an MLflow run."""
+"""Checkpoints: a model's weights with the resolved config that built it, loadable from a file or an MLflow run.
+
+MLflow is imported where a checkpoint is read from a store: a job that only writes files never loads it."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
 from vae_sweep.core.data import SHAPES
 from vae_sweep.core.io import save_atomically
 from vae_sweep.core.models import VAEModel, build_model
 from vae_sweep.errors import UserError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 def save(model: VAEModel, config: dict, path: Path, **extra) -> None:
@@ -39,6 +43,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VA
 
 def registered_run(client: MlflowClient, uri: str) -> str:
     """The run a registered model version was made from: 'models:/NAME@ALIAS' or 'models:/NAME/VERSION'."""
+    from mlflow.exceptions import MlflowException
+
     name, at, alias = uri.removeprefix(names.MODELS_SCHEME).partition("@")
     name, slash, version = name.partition("/")
     try:
@@ -59,6 +65,8 @@ def load_model(source: str | Path, tracking_uri: str | None = None) -> tuple[VAE
     registered model version ("models:/NAME@best")."""
     if Path(source).exists():
         return load(source)
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri)
     run_id = registered_run(client, str(source)) if str(source).startswith(names.MODELS_SCHEME) else str(source)
     with tempfile.TemporaryDirectory() as folder:

@@ -8,8 +8,8 @@ import torch
 from vae_sweep import names
 from vae_sweep.core.data import Split, to_float
 from vae_sweep.core.models import VAEModel
-from vae_sweep.evaluation.figures import image_grid
-from vae_sweep.tracking.runs import MlflowTracker, NullTracker
+from vae_sweep.evaluation.grids import image_grid
+from vae_sweep.tracking.runs import Tracker
 
 INPUTS = 8  # test images, shown over their reconstructions
 DRAWS = 16  # prior draws
@@ -29,7 +29,7 @@ class EpochFrames:
     through their own generator, so logging frames leaves the training RNG, and the result, untouched.
     """
 
-    def __init__(self, model: VAEModel, test: Split, tracker: MlflowTracker | NullTracker, every: int, epochs: int):
+    def __init__(self, model: VAEModel, test: Split, tracker: Tracker, every: int, epochs: int):
         self.model, self.tracker, self.every, self.epochs = model, tracker, every, epochs
         self.inputs = to_float(test.images[:INPUTS])
 

@@ -17,10 +17,10 @@ from vae_sweep.core import metrics
 from vae_sweep.core.data import Data, Split, to_float
 from vae_sweep.core.memory import release_freed_memory
 from vae_sweep.core.models import Posterior, VAEModel
-from vae_sweep.evaluation import figures, quality
+from vae_sweep.evaluation import quality
 from vae_sweep.evaluation.classifier import MIN_SIDE
 from vae_sweep.jobs import checkpoint
-from vae_sweep.tracking.runs import MlflowTracker, NullTracker
+from vae_sweep.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class JobOutputs:
     cfg: DictConfig
     config: dict  # cfg resolved to plain values, as the checkpoint stores it
     folder: Path
-    tracker: MlflowTracker | NullTracker
+    tracker: Tracker
     kl_history: list[list[float]] = field(default_factory=list)  # the test set's KL per dimension, one row an epoch
     data_digest: str | None = None  # of a user's own images (core.sources); None for the MNIST datasets
 
@@ -63,6 +63,8 @@ def write_figures(
     kl_history=(),
 ) -> None:
     """The study's figures for a trained model, from the test set and fixed seeds so that runs compare."""
+    from vae_sweep.evaluation import figures  # matplotlib: loaded by a job that has trained, not by a config error
+
     images, shape, prior = test.images, model.shape, model.prior
     figures.losses(history, folder / names.FIG_LOSSES)
     reconstructed = model.pixel_means(posterior.mean[:16]).cpu()

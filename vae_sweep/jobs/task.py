@@ -30,9 +30,8 @@ from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
 from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads
 from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag
-from vae_sweep.tracking.runs import DataSplit, MlflowTracker, NullTracker, tracked_run
+from vae_sweep.tracking.runs import DataSplit, Tracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
-from vae_sweep.tracking.sweeps import record_reused
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class ContinuingSink:
 
     Frames are drawn only for epochs trained now: the model of an epoch restored from a checkpoint is gone."""
 
-    def __init__(self, tracker: MlflowTracker | NullTracker, history: list[dict[str, float]], frames: EpochFrames):
+    def __init__(self, tracker: Tracker, history: list[dict[str, float]], frames: EpochFrames):
         self.tracker, self.frames = tracker, frames
         self.reported = tracker.logged_epochs()
         for row in history[self.reported :]:
@@ -110,7 +109,7 @@ def data_splits(data_cfg, md5s: dict[str, str], train: Split, test: Split, own: 
     ]
 
 
-def end_trial(search_trial: trial.Trial, cfg: DictConfig, tracker: MlflowTracker | NullTracker) -> None:
+def end_trial(search_trial: trial.Trial, cfg: DictConfig, tracker: Tracker) -> None:
     """Say on the run how its trial ended; a pruned one skips the costly evaluation unless the search asks for it."""
     search_trial.run_id = getattr(tracker, "run_id", None)
     pruned = search_trial.pruned_epoch is not None
@@ -166,6 +165,8 @@ def skipped(job: Job, decision: Decision, store: Store | None) -> dict[str, floa
     """The metrics of the FINISHED run with this config, which the job does not train again."""
     log.info(f"Skipping {job.name}: run {decision.run.info.run_id} already FINISHED with this config.")
     if job.cfg.tracking.parent_run_id:
+        from vae_sweep.tracking.sweeps import record_reused  # MLflow's entities: only a tracked job gets here
+
         record_reused(store, job.cfg.tracking.parent_run_id, job.tags[names.TAG_SWEEP_JOB], decision.run.info.run_id)
     log.info(f"MLflow runs: {store.runs_link()}")
     metrics = names.current_metrics(decision.run.data.metrics)
@@ -183,7 +184,7 @@ def busy_error(decision: Decision) -> UserError:
     )
 
 
-def load_data(job: Job, tracker: MlflowTracker | NullTracker, device: torch.device) -> Data:
+def load_data(job: Job, tracker: Tracker, device: torch.device) -> Data:
     """The job's splits on its device, their files' MD5s and lineage on the run."""
     cfg, tags = job.cfg, job.tags
     torch.manual_seed(cfg.training.seed)

@@ -8,13 +8,15 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from vae_sweep import names
 from vae_sweep.config import OptimizerConfig, defines_result, flatten
 from vae_sweep.core.models import ADDED_DEFAULTS
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 # Keys that configs written before they existed lack, at the value those configs trained with.
 _ADDED = {f"model.{key}": value for key, value in ADDED_DEFAULTS.items()} | {"optimizer.eps": OptimizerConfig.eps}

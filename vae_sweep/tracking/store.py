@@ -1,4 +1,7 @@
-"""The MLflow store and experiment: reached or created once, safely under parallel jobs, failing in one message."""
+"""The MLflow store and experiment: reached or created once, safely under parallel jobs, failing in one message.
+
+MLflow is imported by the functions that reach a store, not by this module: a job with tracking off never loads it.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,15 @@ import urllib.request
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from filelock import FileLock
-from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from vae_sweep import names
 from vae_sweep.errors import UserError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 def is_remote(uri: str) -> bool:
@@ -48,6 +51,9 @@ def check_signed_in(client: MlflowClient, uri: str) -> None:
 @contextmanager
 def refusals_explained(uri: str) -> Iterator[None]:
     """A server's 401 or 403 becomes the UserError that names the credential variables; other errors pass on."""
+    from mlflow.environment_variables import MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME
+    from mlflow.exceptions import MlflowException
+
     try:
         yield
     except MlflowException as error:
@@ -94,6 +100,8 @@ def describe_experiment(client: MlflowClient, experiment) -> None:
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     """The experiment's id, created on first use; safe when another process creates it at the same moment."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = Path(artifact_root).resolve().as_uri() if artifact_root else None
@@ -150,6 +158,8 @@ def _sqlite_file(uri: str) -> Path | None:
 
 def signed_in_client(uri: str) -> MlflowClient:
     """A client on a store that answers and, on a server with logins, accepts this user's credentials."""
+    from mlflow.tracking import MlflowClient
+
     check_reachable(uri)
     client = MlflowClient(uri)
     check_signed_in(client, uri)

@@ -13,7 +13,7 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 
 from vae_sweep import names
-from vae_sweep.tracking.runs import BATCH_LIMIT, param_value, store_call
+from vae_sweep.tracking.mlflow_tracker import BATCH_LIMIT, param_value, store_call
 from vae_sweep.tracking.store import Store
 
 
