@@ -15,8 +15,9 @@ def test_old_metric_names_map_to_the_new_ones():
     assert names.current_metrics(old) == {"loss/test": 3.0, "time/epoch_s": 1.0, "quality/fid": 7.0}
     assert names.current_metric("metrics.final/train_time_s") == "metrics.time/train_s"
     assert names.every_name("loss/test") == ("loss/test", "test/loss")
-    assert names.is_timing("epoch_time_s") and names.is_timing("time/classifier_train_s")
-    assert not names.is_timing("loss/test")
+    assert names.is_machine_reading("epoch_time_s") and names.is_machine_reading("time/classifier_train_s")
+    assert names.is_machine_reading("system/cpu_utilization_percentage")
+    assert not names.is_machine_reading("loss/test")
 
 
 def test_a_table_of_old_and_new_runs_gets_one_column_per_metric():

@@ -37,8 +37,10 @@ VAL_LOSS = epoch_key(VAL, "loss")
 ACTIVE_UNITS = "active_units"
 KL_WEIGHT = "kl_weight"
 LR = "lr"
-# Wall-clock figures differ between any two runs, so no comparison counts them.
+# Wall-clock figures and MLflow's samples of CPU, memory, disk and network differ between any two runs (and a run
+# shorter than the sampling interval has no system/ metrics), so no comparison counts them.
 TIMING = "time/"
+SYSTEM = "system/"
 EPOCH_TIME = TIMING + "epoch_s"
 # Every metric logged once per epoch (step = epoch).
 EPOCH_METRICS = (
@@ -126,8 +128,8 @@ def every_name(key: str) -> tuple[str, ...]:
     return (key, *(old for old, new in FORMER_METRICS.items() if new == key and not old.startswith("final/")))
 
 
-def is_timing(key: str) -> bool:
-    return current_metric(key).removeprefix("metrics.").startswith(TIMING)
+def is_machine_reading(key: str) -> bool:
+    return current_metric(key).removeprefix("metrics.").startswith((TIMING, SYSTEM))
 
 
 # ---- files in a job folder, and where they go on the run ------------------------------------------------------------

@@ -158,7 +158,7 @@ def compare_histories(
     lines, agree = [f"per-epoch histories, epochs 1..{epochs}:"], len(original) == len(reproduced)
     if not agree:
         lines.append(f"  MISMATCH: the original has {len(original)} epochs, the reproduction {len(reproduced)}")
-    keys = [key for key in original[0] if key != "epoch" and not names.is_timing(key)] if original else []
+    keys = [key for key in original[0] if key != "epoch" and not names.is_machine_reading(key)] if original else []
     lines.append(f"  {'metric':<22}{'max |difference|':>18}{'relative':>11}{'at epoch':>10}")
     for key in keys:
         if epochs == 0 or any(key not in row for row in reproduced[:epochs]):
@@ -179,7 +179,7 @@ def compare_finals(
     original: dict[str, float], reproduced: dict[str, float], atol: float, rtol: float = 0.0
 ) -> tuple[list[str], bool]:
     """Every final metric of the original against the reproduction's; one the reproduction lacks is a mismatch."""
-    keys = sorted(key for key in original if not names.is_timing(key))
+    keys = sorted(key for key in original if not names.is_machine_reading(key))
     lines, agree = [f"  {'final metric':<28}{'original':>14}{'reproduced':>14}{'|difference|':>14}"], True
     for key in keys:
         if key not in reproduced:
