@@ -6,6 +6,8 @@ Sections (run in this order; `--only` picks some):
               torchvision/DataLoader loop of pytorch/examples
   efficiency  model FLOPs per second as a fraction of the dense float32 matmul rate (torch.mm), same threads
   tracking    fit() epochs with a NullTracker vs an MlflowTracker on a temporary SQLite store, alternated
+  startup     a tiny job (1 epoch, 16 units, no evaluation, no tracking) and `--cfg job` from command to exit,
+              alternated with `python -c "import torch"`
   memory      peak resident memory of one `python -m vae_sweep training.epochs=1` job (a subprocess)
   sweep       `python -m vae_sweep -m experiment=seed training.epochs=2` under several launcher/thread settings,
               and the full sweep extrapolated from the measured per-epoch times
@@ -70,6 +72,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--full-sweep-args", nargs="*", default=[], help="overrides for the full_sweep section (default: none)"
     )
     parser.add_argument("--full-sweep-timeout", type=float, default=1800.0, help="seconds before it is killed")
+    parser.add_argument(
+        "--startup-baseline", type=Path, default=None, help="a checkout whose tiny job the startup section also times"
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary working directories")
     parser.add_argument("--render", action="store_true", help="only rewrite --out from the results.json beside it")
     parser.add_argument(

@@ -1,11 +1,12 @@
-"""What a command loads before it needs it: MLflow, matplotlib and torchvision take seconds to import each."""
+"""What a command loads before it needs it: MLflow, matplotlib, torchvision and torch._dynamo (which torch's optimizers
+import on their first call) take seconds to import each."""
 
 import subprocess
 import sys
 
 import pytest
 
-HEAVY = ("mlflow", "matplotlib", "torchvision")
+HEAVY = ("mlflow", "matplotlib", "torchvision", "torch._dynamo")
 
 # Runs the entry point as `python -m vae_sweep ARGS` does, then prints which heavy modules it loaded.
 PROBE = """
@@ -34,7 +35,7 @@ def test_printing_the_config_and_a_config_error_load_none_of_them(workdir, args,
     assert modules == []
 
 
-def test_a_job_without_tracking_loads_neither_mlflow_nor_torchvision(workdir):
+def test_a_job_without_tracking_loads_neither_mlflow_nor_torchvision_nor_dynamo(workdir):
     args = ["training.epochs=1", "model.hidden=[8]", "eval.enabled=false", "tracking.enabled=false"]
     modules, done = loaded(args, workdir)
     assert done.returncode == 0, done.stderr

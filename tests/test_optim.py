@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -45,6 +47,7 @@ def assert_bitwise_equal(first, second):
     for key in state_a:
         for name in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(state_a[key][name], state_b[key][name]), (key, name)
+            assert state_a[key][name].dtype == state_b[key][name].dtype, (key, name)
 
 
 @pytest.mark.parametrize("options", [{}, {"weight_decay": 0.01, "eps": 1e-6, "betas": (0.8, 0.99)}, {"maximize": True}])
@@ -54,6 +57,17 @@ def test_fused_adam_stepper_is_bitwise_optimizer_step(options):
     assert step != fast[1].step
     train_steps(reference[0], reference[1].step, optimizer=reference[1], lr_after=3)
     train_steps(fast[0], step, optimizer=fast[1], lr_after=3)
+    assert_bitwise_equal(reference, fast)
+    assert int(fast[1].state_dict()["state"][0]["step"]) == 5
+
+
+def test_fused_adam_stepper_continues_a_restored_optimizer_bitwise():
+    reference, fast = twin_models(lr=1e-3, fused=True)
+    train_steps(reference[0], reference[1].step, steps=3)
+    fast[0].load_state_dict(reference[0].state_dict())
+    fast[1].load_state_dict(copy.deepcopy(reference[1].state_dict()))  # loading keeps the very tensors
+    train_steps(reference[0], reference[1].step, steps=2)
+    train_steps(fast[0], stepper(fast[1]), steps=2)
     assert_bitwise_equal(reference, fast)
     assert int(fast[1].state_dict()["state"][0]["step"]) == 5
 

@@ -4,13 +4,14 @@ efficiency reads the epoch section's times and sweep reads memory's evaluation c
 it reads.
 """
 
-from benchmarks.sections import efficiency, epoch, families, full_sweep, jobs, memory, sweep, tracking
+from benchmarks.sections import efficiency, epoch, families, full_sweep, jobs, memory, startup, sweep, tracking
 
 SECTIONS = (
     epoch.SECTION,
     efficiency.SECTION,
     tracking.SECTION,
     memory.SECTION,
+    startup.SECTION,
     sweep.SECTION,
     full_sweep.SECTION,
     jobs.SECTION,
@@ -22,6 +23,7 @@ TARGET_ORDER = (
     efficiency.SECTION,
     tracking.SECTION,
     memory.SECTION,
+    startup.SECTION,
     full_sweep.SECTION,
     sweep.SECTION,
 )

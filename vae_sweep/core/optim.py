@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Callable
 
 import torch
@@ -12,9 +13,24 @@ from torch.optim.adam import adam
 from vae_sweep import schedule
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}
+# Optimizer methods that torch wraps in torch._disable_dynamo: the first call of each imports torch._dynamo (~1.9 s
+# here, a quarter of a small job's wall time) only to build the version that keeps torch.compile out of it.
+_DYNAMO_DISABLED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def _skip_the_dynamo_import() -> None:
+    """Hand each of those methods itself as its dynamo-disabled version, which is what that version does outside
+    torch.compile; vae_sweep compiles nothing. Once torch._dynamo is loaded anyway, torch's own path costs nothing."""
+    if "torch._dynamo" in sys.modules:
+        return
+    for name in _DYNAMO_DISABLED:
+        plain = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if plain is not None and getattr(plain, "__dynamo_disable", None) is None:
+            setattr(plain, "__dynamo_disable", plain)
 
 
 def build_optimizer(model: nn.Module, optimizer_cfg) -> torch.optim.Optimizer:
+    _skip_the_dynamo_import()
     name = optimizer_cfg.name.value
     # Fused kernels update all parameters in one pass (~0.8x the time here); deterministic run to run, though not
     # bitwise equal to the per-tensor loop (differences ~1e-7), hence a setting.
@@ -43,13 +59,34 @@ def _plain_fused_adam(optimizer: torch.optim.Optimizer) -> bool:
     return bool(group["fused"]) and not any(group.get(option) for option in unsupported) and not any(hooks)
 
 
+def _adam_moments(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+    """Each parameter's Adam state (step, exp_avg, exp_avg_sq) in parameter order, created as Adam's first fused step
+    creates it when no parameter has any (a resumed optimizer has them all); {} when only some have it."""
+    states = [optimizer.state.get(param) for param in params]  # state is a defaultdict: [] would add {}
+    if not any(states):
+        states = [
+            {
+                "step": torch.zeros((), dtype=torch.float32, device=param.device),  # a fused Adam counts in float32
+                "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+            }
+            for param in params
+        ]
+        for param, state in zip(params, states, strict=True):
+            optimizer.state[param] = state
+    if not all(states):
+        return {}
+    return {key: [state[key] for state in states] for key in ("exp_avg", "exp_avg_sq", "step")}
+
+
 def stepper(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """A function that does `optimizer.step()`. For a fused Adam it calls torch.optim.adam.adam, the functional
     form that Adam.step ends in, on the moments looked up once instead of at every step.
 
     Optimizer.step's work around the fused kernel (profiler label, hook checks, a state lookup per parameter, a
-    graph-capture check) takes ~0.1 ms a call: 2-3% of a batch of the models here on a CPU. The parameters and the
-    optimizer's state come out bitwise the same as with optimizer.step().
+    graph-capture check) takes ~0.1 ms a call: 2-3% of a batch of the models here on a CPU; and its first call imports
+    torch._dynamo (~1.9 s). The parameters and the optimizer's state come out bitwise the same as with
+    optimizer.step().
     """
     if not _plain_fused_adam(optimizer):
         return optimizer.step
@@ -59,11 +96,11 @@ def stepper(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
 
     def step() -> None:
         grads = [param.grad for param in params]
-        if not moments or any(grad is None for grad in grads):
-            optimizer.step()  # creates the moments on the first call; skips parameters without a gradient
-            states = [optimizer.state.get(param) for param in params]  # state is a defaultdict: [] would add {}
-            if all(states):
-                moments.update({key: [state[key] for state in states] for key in ("exp_avg", "exp_avg_sq", "step")})
+        complete = all(grad is not None for grad in grads)
+        if complete and not moments:
+            moments.update(_adam_moments(optimizer, params))
+        if not (complete and moments):
+            optimizer.step()  # skips parameters without a gradient
             return
         beta1, beta2 = group["betas"]
         with torch.no_grad():
