@@ -68,6 +68,35 @@ def run_cli(module: str, *args: str, cwd: Path, timeout: int = 600) -> subproces
     )
 
 
+@pytest.fixture
+def cli_in_process(monkeypatch, capsys):
+    """`python -m vae_sweep ARGS` from `cwd`, run in this process: for commands that end before training, where a
+    subprocess would only add seconds of imports. Returns what run_cli does (exit code, stdout, stderr)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vae_sweep.__main__ import main
+    from vae_sweep.cli import main_with_clean_errors
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["vae_sweep", *args])
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # then removed: main_with_clean_errors sets it, undo clears it
+        monkeypatch.delenv("HYDRA_FULL_ERROR")
+        GlobalHydra.instance().clear()
+        capsys.readouterr()
+        try:
+            main_with_clean_errors(main)
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        finally:
+            GlobalHydra.instance().clear()
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["vae_sweep", *args], code, out.out, out.err)
+
+    return run
+
+
 def experiment_runs(
     uri: str, experiment: str = "vae_sweep", filter_string: str = "", parents: bool = False
 ) -> tuple[MlflowClient, list[Run]]:

@@ -78,24 +78,22 @@ def test_seed_experiment_is_exactly_three_jobs(workdir):
         ("optimizer.lr=-1", "optimizer.lr: -1.0; allowed: a finite number > 0"),
     ],
 )
-def test_bad_input_ends_in_one_clear_message(workdir, override, expected):
-    result = run_cli("vae_sweep", override, "tracking.enabled=false", cwd=workdir)
+def test_bad_input_ends_in_one_clear_message(workdir, cli_in_process, override, expected):
+    result = cli_in_process(override, "tracking.enabled=false", cwd=workdir)
     assert result.returncode == 1
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ")
 
 
-def test_a_bad_sweep_point_stops_the_sweep_before_any_job(workdir):
-    result = run_cli("vae_sweep", "-m", "model.latent=2,0", "tracking.enabled=false", cwd=workdir)
+def test_a_bad_sweep_point_stops_the_sweep_before_any_job(workdir, cli_in_process):
+    result = cli_in_process("-m", "model.latent=2,0", "tracking.enabled=false", cwd=workdir)
     assert result.returncode == 1
     assert "model.latent: 0" in result.stderr and "sweep point: model.latent=0" in result.stderr
     assert job_dirs(workdir) == []
 
 
-def test_missing_data_offline_is_one_message(workdir, tmp_path):
-    result = run_cli(
-        "vae_sweep", f"data.root={tmp_path}/empty", "data.download=false", "tracking.enabled=false", cwd=workdir
-    )
+def test_missing_data_offline_is_one_message(workdir, tmp_path, cli_in_process):
+    result = cli_in_process(f"data.root={tmp_path}/empty", "data.download=false", "tracking.enabled=false", cwd=workdir)
     assert result.returncode == 1
     assert result.stderr.startswith("error: mnist data not found in") and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -12,6 +13,7 @@ from vae_sweep.analysis.reproduce import (
     provenance_differences,
     runtime_settings,
 )
+from vae_sweep.reproduce import main as reproduce_main
 
 TRAIN = ("model.hidden=[32]", "model.latent=3", "training.epochs=2", "eval.samples=200", "eval.iwae_k=5")
 
@@ -79,10 +81,23 @@ def test_exact_on_the_runs_machine_and_a_stated_tolerance_elsewhere(capsys):
     assert compare_histories(*within, atol=0, rtol=0.011)[1] and not compare_histories(*within, atol=0, rtol=0.009)[1]
 
 
-@pytest.fixture
-def finished_job(workdir):
-    result = run_cli("vae_sweep", *TRAIN, cwd=workdir)
+@pytest.fixture(scope="module")
+def trained_folder(tmp_path_factory, tiny_data):
+    """A job of TRAIN trained once for the module: its outputs, MLflow store and FID classifier cache."""
+    folder = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VAE_SWEEP_DATA_DIR", str(tiny_data))
+        patch.setenv("XDG_CACHE_HOME", str(folder / "cache"))  # where the workdir fixture points a test's cache
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        result = run_cli("vae_sweep", *TRAIN, cwd=folder)
     assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture
+def finished_job(workdir, trained_folder):
+    """That job, copied into this test's workdir: tests change its folder and add runs to its store."""
+    shutil.copytree(trained_folder, workdir, dirs_exist_ok=True)
     (job,) = [p.parent.parent for p in workdir.glob("outputs/*/*/.hydra/config.yaml")]
     return job
 
@@ -156,13 +171,13 @@ def test_a_shorter_reproduction_is_a_mismatch_that_prints_the_common_epochs(work
     assert "the original has 2 epochs, the reproduction 1" in result.stdout and "MISMATCH (atol 0)" in result.stdout
 
 
-def test_unknown_run_and_missing_folder_are_one_clear_error(workdir, tmp_path):
+def test_unknown_run_and_missing_folder_are_one_clear_error(workdir, monkeypatch, capsys):
     (workdir / "empty").mkdir()
-    folder = run_cli("vae_sweep.reproduce", str(workdir / "empty"), cwd=workdir)
-    assert folder.returncode == 1 and "holds no .hydra/config.yaml" in folder.stderr
-    no_store = run_cli("vae_sweep.reproduce", "0123abcd", cwd=workdir)
-    assert no_store.returncode == 1 and no_store.stderr.startswith("error: No MLflow store at")
-    assert "Traceback" not in folder.stderr + no_store.stderr
+    monkeypatch.chdir(workdir)
+    assert reproduce_main([str(workdir / "empty")]) == 1
+    assert "holds no .hydra/config.yaml" in capsys.readouterr().err
+    assert reproduce_main(["0123abcd"]) == 1
+    assert capsys.readouterr().err.startswith("error: No MLflow store at")
 
 
 @pytest.mark.slow

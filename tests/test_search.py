@@ -230,10 +230,13 @@ def test_the_pre_flight_checks_both_ends_and_every_choice():
 # ---- real small studies ---------------------------------------------------------------------------------------------
 
 
-def search(workdir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def search_args(*overrides: str) -> list[str]:
     """A search on the tiny data, selecting on loss/val of 100 of its 600 training images unless told otherwise."""
-    command = ["-m", "hydra/sweeper=search", *FAST, "data.validation=100", *overrides]
-    return run_cli("vae_sweep", *command, cwd=workdir, timeout=timeout)
+    return ["-m", "hydra/sweeper=search", *FAST, "data.validation=100", *overrides]
+
+
+def search(workdir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_cli("vae_sweep", *search_args(*overrides), cwd=workdir, timeout=timeout)
 
 
 def the_study(workdir: Path) -> optuna.Study:
@@ -363,8 +366,8 @@ def wait_for_a_trial_in_training(workdir: Path, process: subprocess.Popen, timeo
         (["model.latent=2,3"], "not from a grid"),
     ],
 )
-def test_bad_search_input_is_one_error_before_any_trial(workdir, overrides, message):
-    result = search(workdir, *overrides)
+def test_bad_search_input_is_one_error_before_any_trial(workdir, cli_in_process, overrides, message):
+    result = cli_in_process(*search_args(*overrides), cwd=workdir)
     assert result.returncode == 1, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith("error:"), result.stderr

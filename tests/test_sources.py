@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import compose_job, experiment_runs, run_cli, train_in_process
+from tests.conftest import compose_job, experiment_runs, train_in_process
 from vae_sweep import names
 from vae_sweep.config import OWN_DATA, OWN_DATA_KEYS, Dataset, to_container, validate
 from vae_sweep.core import data as core_data
@@ -246,9 +246,9 @@ def test_an_mlp_job_on_unlabelled_arrays_skips_the_classifier_scores(workdir, ca
     assert (workdir / "outputs" / "in-process" / names.FIGURES / names.FIG_LATENT_SCATTER).exists()
 
 
-def test_a_bad_folder_from_the_command_line_is_one_error_and_no_run(workdir):
+def test_a_bad_folder_from_the_command_line_is_one_error_and_no_run(workdir, cli_in_process):
     (workdir / "empty").mkdir()
-    result = run_cli("vae_sweep", "data=images", f"data.path={workdir / 'empty'}", cwd=workdir)
+    result = cli_in_process("data=images", f"data.path={workdir / 'empty'}", cwd=workdir)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {workdir / 'empty'} holds no image files")
     assert not (workdir / "mlflow.db").exists() or not experiment_runs(f"sqlite:///{workdir / 'mlflow.db'}")[1]
