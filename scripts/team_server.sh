@@ -27,6 +27,10 @@ if [ ! -s "$folder/secret_key" ]; then
 fi
 # EDIT: every signed-in user can read all experiments and log runs into shared ones (vae_sweep); only an
 # experiment's creator and the admin can delete it or its runs. Anonymous requests are refused (401).
+# Every request carries the password, and checking it against its scrypt hash costs ~0.13 s of a core: a sweep's jobs
+# make hundreds of requests, so a good login is remembered for MLFLOW_AUTH_CACHE_TTL_SECONDS (default 60; 0: never).
+# A password changed or an account deleted through the API is forgotten at once by the worker that handled it, by
+# other workers within that time.
 # Only this user may read it: it holds the admin's first password (MLflow releases before the
 # MLFLOW_AUTH_ADMIN_PASSWORD variable read it from here alone, and fall back to a public default without it).
 (umask 077 && cat > "$folder/basic_auth.ini" <<INI
@@ -36,6 +40,7 @@ database_uri = sqlite:///$folder/basic_auth.db
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 admin_password = ${MLFLOW_AUTH_ADMIN_PASSWORD:-}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_SECONDS:-60}
 INI
 )
 export MLFLOW_AUTH_CONFIG_PATH="$folder/basic_auth.ini"
