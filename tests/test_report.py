@@ -491,12 +491,12 @@ def test_an_empty_selection_exits_1_with_one_line(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_bare_command_reports_the_sweep_just_run(workdir):
-    sweep = run_cli("vae_sweep", "-m", "model.latent=2,3", "training.epochs=1", "model.hidden=[32]", cwd=workdir)
+def test_the_bare_command_reports_the_sweep_just_run(workdir, cli_in_process, capsys):
+    # Both commands in this process: the sweep's basic launcher runs its jobs here too.
+    sweep = cli_in_process("-m", "model.latent=2,3", "training.epochs=1", "model.hidden=[32]", cwd=workdir)
     assert sweep.returncode == 0, sweep.stderr
-    result = run_cli("vae_sweep.report", cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    folder = Path(result.stdout.splitlines()[-1])
+    assert report_command([]) == 0
+    folder = Path(capsys.readouterr().out.splitlines()[-1])
     assert folder.parent == workdir / "reports" and (folder / names.REPORT_HTML).is_file()
     runs = pd.read_csv(folder / names.REPORT_RUNS)
     assert sorted(runs["model.latent"]) == [2, 3] and set(runs["status"]) == {"FINISHED"}

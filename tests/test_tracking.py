@@ -146,9 +146,9 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
 
 
 @pytest.mark.slow
-def test_multirun_leaves_one_complete_run_per_job(workdir):
-    result = run_cli(
-        "vae_sweep", "-m", "model.latent=2,3", "training.epochs=2", "model.hidden=[32]", "eval.samples=200",
+def test_multirun_leaves_one_complete_run_per_job(workdir, cli_in_process):
+    result = cli_in_process(
+        "-m", "model.latent=2,3", "training.epochs=2", "model.hidden=[32]", "eval.samples=200",
         "eval.iwae_k=5", cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -207,10 +207,10 @@ def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
 
 
 @pytest.mark.slow
-def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tmp_path):
+def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tmp_path, cli_in_process):
     only_mnist = make_mnist_like(tmp_path / "only-mnist")
-    result = run_cli(
-        "vae_sweep", "-m", "data.name=fashion_mnist,mnist", f"data.root={only_mnist}", "data.download=false",
+    result = cli_in_process(
+        "-m", "data.name=fashion_mnist,mnist", f"data.root={only_mnist}", "data.download=false",
         "training.epochs=1", "model.hidden=[32]", "eval.enabled=false", cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 1
@@ -223,9 +223,9 @@ def test_a_failing_job_is_failed_and_its_siblings_finish(workdir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_non_finite_loss_fails_its_job_with_epoch_and_batch(workdir):
-    result = run_cli(
-        "vae_sweep", "-m", "optimizer.lr=1e-3,1e4", "training.epochs=2", "model.hidden=[32]", "eval.enabled=false",
+def test_a_non_finite_loss_fails_its_job_with_epoch_and_batch(workdir, cli_in_process):
+    result = cli_in_process(
+        "-m", "optimizer.lr=1e-3,1e4", "training.epochs=2", "model.hidden=[32]", "eval.enabled=false",
         cwd=workdir,
     )  # fmt: skip
     assert result.returncode == 1
