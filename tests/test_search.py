@@ -245,8 +245,11 @@ def the_study(workdir: Path) -> optuna.Study:
 
 
 @pytest.mark.slow
-def test_a_pruned_search_runs_its_budget_inside_the_space_nested_under_its_parent(workdir):
-    result = search(workdir, *SPACE, "search.trials=6", "search.pruner=successive_halving", "training.epochs=4")
+def test_a_pruned_search_runs_its_budget_inside_the_space_nested_under_its_parent(workdir, cli_in_process):
+    # One worker: the search runs its trials in this process.
+    result = cli_in_process(
+        *search_args(*SPACE, "search.trials=6", "search.pruner=successive_halving", "training.epochs=4"), cwd=workdir
+    )
     assert result.returncode == 0, result.stderr
     study = the_study(workdir)
     trials = study.get_trials()
@@ -276,7 +279,9 @@ def test_a_pruned_search_runs_its_budget_inside_the_space_nested_under_its_paren
     assert parent.data.metrics[names.SEARCH_BEST_VALUE] == pytest.approx(best.value)
     assert parent.data.params[names.SEARCH_SPACE_PARAM + "model.latent"] == "int(interval(2, 6))"
 
-    again = search(workdir, *SPACE, "search.trials=6", "search.pruner=successive_halving", "training.epochs=4")
+    again = cli_in_process(
+        *search_args(*SPACE, "search.trials=6", "search.pruner=successive_halving", "training.epochs=4"), cwd=workdir
+    )
     assert again.returncode == 0, again.stderr
     assert len(the_study(workdir).get_trials()) == 6, "the same command continues the finished study"
     assert len(experiment_runs(f"sqlite:///{workdir}/mlflow.db", parents=True)[1]) == 1
@@ -376,14 +381,14 @@ def test_bad_search_input_is_one_error_before_any_trial(workdir, cli_in_process,
 
 
 @pytest.mark.slow
-def test_a_failed_trial_fails_the_search_once_and_counts_against_its_budget(workdir):
+def test_a_failed_trial_fails_the_search_once_and_counts_against_its_budget(workdir, cli_in_process):
     command = ["search.sampler=grid", "search.space.optimizer.lr=choice(1e-3,1e9)", "training.epochs=1"]
-    first = search(workdir, *command)
+    first = cli_in_process(*search_args(*command), cwd=workdir)
     assert first.returncode == 1 and "1 trial(s) failed" in first.stderr and "Non-finite loss" in first.stderr
     assert "Traceback" not in first.stderr
     (parent,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db", parents=True)[1]
     assert parent.info.status == "FAILED" and parent.data.metrics[names.SWEEP_FAILED] == 1
-    again = search(workdir, *command)
+    again = cli_in_process(*search_args(*command), cwd=workdir)
     assert again.returncode == 0, again.stderr
     states = sorted(t.state.name for t in the_study(workdir).get_trials())
     assert states == ["COMPLETE", "FAIL"], "the budget of two was spent: nothing runs again"
@@ -407,8 +412,8 @@ def test_a_search_on_postgresql_with_submitit_workers(workdir):
     assert sorted(int(run.data.tags[names.TAG_TRIAL]) for run in runs) == [0, 1, 2, 3]
 
 
-def test_a_grid_sweep_has_a_parent_run_with_its_jobs_nested(workdir):
-    result = run_cli("vae_sweep", "-m", *FAST, "model.latent=2,3", "training.epochs=1", cwd=workdir)
+def test_a_grid_sweep_has_a_parent_run_with_its_jobs_nested(workdir, cli_in_process):
+    result = cli_in_process("-m", *FAST, "model.latent=2,3", "training.epochs=1", cwd=workdir)
     assert result.returncode == 0, result.stderr
     _, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     (parent,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db", parents=True)[1]
