@@ -234,3 +234,24 @@ def test_a_finished_point_is_skipped_with_its_final_metrics(workdir):
     )
     assert again == first and len(runs_of(workdir)[1]) == 1
     assert reused_runs(client.get_run(parent).data.tags) == {"0": run.info.run_id}
+
+
+def test_a_dead_run_without_a_checkpoint_is_killed_when_a_fresh_run_replaces_it(workdir):
+    job = ("training.epochs=1", "model.hidden=[16]", "eval.enabled=false")
+    train_in_process(workdir, *job)
+    client, (dead,) = runs_of(workdir)
+    # What a worker killed before its first checkpoint leaves: a RUNNING run whose process is gone.
+    client.update_run(dead.info.run_id, status="RUNNING")
+    client.set_tag(dead.info.run_id, names.TAG_HOST, platform.node())
+    client.set_tag(dead.info.run_id, names.TAG_PID, str(dead_pid()))
+    train_in_process(workdir, *job)
+    client, runs = runs_of(workdir)
+    status = {run.info.run_id: run.info.status for run in runs}
+    assert len(runs) == 2 and status.pop(dead.info.run_id) == "KILLED" and list(status.values()) == ["FINISHED"]
+    assert "died before its first checkpoint" in client.get_run(dead.info.run_id).data.tags[names.TAG_NOTE]
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid

@@ -332,7 +332,10 @@ def test_kill_9_of_a_worker_then_the_same_command_resumes_its_trial(workdir):
     assert victim.number in {t.user_attrs[studies.RETRY_OF] for t in retries}
     client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     statuses = [(run.data.tags.get(names.TAG_RESUMED), run.info.status) for run in runs]
-    assert [status for _, status in statuses] == ["FINISHED"] * 3, statuses
+    # One FINISHED run per point; the other worker, stopped with the pool, may have died before its first checkpoint:
+    # its run is then KILLED and its trial trained afresh. None is left RUNNING.
+    assert sorted(status for _, status in statuses if status != "KILLED") == ["FINISHED"] * 3, statuses
+    assert len(runs) <= 4, statuses
     resumed = [run for run in runs if run.data.tags.get(names.TAG_RESUMED) == "true"]
     assert resumed, "the killed trial's run continued from its checkpoint"
     steps = [m.step for m in client.get_metric_history(resumed[0].info.run_id, names.TEST_LOSS)]

@@ -29,7 +29,7 @@ from vae_sweep.jobs.frames import EpochFrames
 from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
 from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads
-from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag
+from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag, retire
 from vae_sweep.tracking.runs import DataSplit, Tracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
 
@@ -265,6 +265,8 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
         raise busy_error(decision)
     checkpoints = Path(cfg.paths.checkpoint_dir)
     resume_id = resumable_run_id(decision, checkpoints)
+    if decision.action == "resume" and resume_id is None and decision.run.info.status == "RUNNING":
+        retire(store.client, decision.run)
     resumed_threads = decision.run.data.tags.get(names.TAG_THREADS) if resume_id else None
     # Before any parallel operation starts the intra-op threads (see set_cpu_threads).
     set_cpu_threads(job_threads(cfg.training.threads, HydraConfig.get().launcher, resumed_threads))

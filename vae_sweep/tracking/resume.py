@@ -86,3 +86,11 @@ def decide(client: MlflowClient, experiment_id: str, key: str, timeout_s: float)
         if run.info.status == "RUNNING":
             return Decision("resume", run) if is_dead(run, timeout_s) else Decision("busy", run)
     return Decision("new")
+
+
+def retire(client: MlflowClient, run: Run) -> None:
+    """End a dead RUNNING run that a fresh run replaces (its process died before a checkpoint): KILLED, saying so,
+    rather than RUNNING for ever in the UI."""
+    note = "Killed: its process died before its first checkpoint; the same configuration trains again in a new run."
+    client.set_tag(run.info.run_id, names.TAG_NOTE, note)
+    client.set_terminated(run.info.run_id, status="KILLED")
