@@ -248,7 +248,7 @@ def test_a_dead_run_without_a_checkpoint_is_killed_when_a_fresh_run_replaces_it(
     client, runs = runs_of(workdir)
     status = {run.info.run_id: run.info.status for run in runs}
     assert len(runs) == 2 and status.pop(dead.info.run_id) == "KILLED" and list(status.values()) == ["FINISHED"]
-    assert "died before its first checkpoint" in client.get_run(dead.info.run_id).data.tags[names.TAG_NOTE]
+    assert "left no checkpoint to resume from" in client.get_run(dead.info.run_id).data.tags[names.TAG_NOTE]
 
 
 def dead_pid() -> int:

@@ -89,8 +89,11 @@ def decide(client: MlflowClient, experiment_id: str, key: str, timeout_s: float)
 
 
 def retire(client: MlflowClient, run: Run) -> None:
-    """End a dead RUNNING run that a fresh run replaces (its process died before a checkpoint): KILLED, saying so,
+    """End a dead RUNNING run that a fresh run replaces (its process died, leaving no checkpoint): KILLED, saying so,
     rather than RUNNING for ever in the UI."""
-    note = "Killed: its process died before its first checkpoint; the same configuration trains again in a new run."
+    note = (
+        "Killed: its process died and left no checkpoint to resume from; the same configuration trains again in a "
+        "new run."
+    )
     client.set_tag(run.info.run_id, names.TAG_NOTE, note)
     client.set_terminated(run.info.run_id, status="KILLED")
