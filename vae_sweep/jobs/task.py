@@ -266,7 +266,7 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     checkpoints = Path(cfg.paths.checkpoint_dir)
     resume_id = resumable_run_id(decision, checkpoints)
     if decision.action == "resume" and resume_id is None and decision.run.info.status == "RUNNING":
-        retire(store.client, decision.run)
+        retire(store, decision.run)
     resumed_threads = decision.run.data.tags.get(names.TAG_THREADS) if resume_id else None
     # Before any parallel operation starts the intra-op threads (see set_cpu_threads).
     set_cpu_threads(job_threads(cfg.training.threads, HydraConfig.get().launcher, resumed_threads))

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
+    from vae_sweep.tracking.store import Store
+
 # Keys that configs written before they existed lack, at the value those configs trained with.
 _ADDED = {f"model.{key}": value for key, value in ADDED_DEFAULTS.items()} | {"optimizer.eps": OptimizerConfig.eps}
 
@@ -88,12 +90,15 @@ def decide(client: MlflowClient, experiment_id: str, key: str, timeout_s: float)
     return Decision("new")
 
 
-def retire(client: MlflowClient, run: Run) -> None:
+def retire(store: Store, run: Run) -> None:
     """End a dead RUNNING run that a fresh run replaces (its process died, leaving no checkpoint): KILLED, saying so,
-    rather than RUNNING for ever in the UI."""
+    rather than RUNNING for ever in the UI. Retried while SQLite is locked, as every store write of a job is: the jobs
+    of a sweep run again after a kill retire their runs at the same moment."""
+    from vae_sweep.tracking.mlflow_tracker import store_call  # MLflow: only a tracked job has a run to retire
+
     note = (
         "Killed: its process died and left no checkpoint to resume from; the same configuration trains again in a "
         "new run."
     )
-    client.set_tag(run.info.run_id, names.TAG_NOTE, note)
-    client.set_terminated(run.info.run_id, status="KILLED")
+    store_call(store.client.set_tag)(run.info.run_id, names.TAG_NOTE, note)
+    store_call(store.client.set_terminated)(run.info.run_id, status="KILLED")
