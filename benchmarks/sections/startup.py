@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from benchmarks.common import (
     vae_sweep_command,
 )
 from vae_sweep import names
+from vae_sweep.analysis.reproduce import read_history
 
 TARGET = 'a tiny job from command to exit <= 2.5x `python -c "import torch"` (medians, alternated)'
 LIMIT = 2.5
@@ -46,11 +46,7 @@ def commands(env: dict, baseline: Path | None) -> dict[str, tuple[list[str], dic
 
 def epoch_seconds(folder: Path) -> list[float]:
     """The epoch times a job wrote to its history.csv under `folder` (none for a command that trains nothing)."""
-    seconds = []
-    for history in folder.rglob(names.HISTORY):
-        with open(history, newline="") as handle:
-            seconds += [float(row[names.EPOCH_TIME]) for row in csv.DictReader(handle)]
-    return seconds
+    return [row[names.EPOCH_TIME] for history in folder.rglob(names.HISTORY) for row in read_history(history)]
 
 
 def matmul_rate(repeats: int = 5) -> float:
