@@ -336,6 +336,8 @@ def test_kill_9_of_a_worker_then_the_same_command_resumes_its_trial(workdir):
     # its run is then KILLED and its trial trained afresh. None is left RUNNING.
     assert sorted(status for _, status in statuses if status != "KILLED") == ["FINISHED"] * 3, statuses
     assert len(runs) <= 4, statuses
+    killed = [run for run in runs if run.info.status == "KILLED"]
+    assert all("left no checkpoint to resume from" in run.data.tags[names.TAG_NOTE] for run in killed), statuses
     resumed = [run for run in runs if run.data.tags.get(names.TAG_RESUMED) == "true"]
     assert resumed, "the killed trial's run continued from its checkpoint"
     steps = [m.step for m in client.get_metric_history(resumed[0].info.run_id, names.TEST_LOSS)]
