@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tests.conftest import MNIST_SHAPE, small_model
 from vae_sweep.core.metrics import iwae_bound
 from vae_sweep.core.models import FAMILIES, OBJECTIVES, PRIORS, Posterior, build_model, check_model
-from vae_sweep.core.models.priors import standard_kl_per_dim
+from vae_sweep.core.models.priors import component_log_probs, standard_kl_per_dim
 from vae_sweep.errors import UserError
 
 
@@ -203,3 +203,15 @@ def test_every_family_objective_and_prior_trains_a_job_and_loads_back(tmp_path, 
         family, objective, prior,
     )  # fmt: skip
     assert model.sample(3, torch.Generator().manual_seed(0)).shape == (3, 784)
+
+
+def test_component_log_probs_equal_each_gaussians_density():
+    """The two-matmul form of log q(z|u_k) is each component's diagonal Gaussian log-density, for every row and
+    component, including narrow components (precisions of e^6) far from z."""
+    generator = torch.Generator().manual_seed(3)
+    components = Posterior(torch.randn(7, 5, generator=generator) * 2, torch.rand(7, 5, generator=generator) * 8 - 6)
+    z = torch.randn(11, 5, generator=generator) * 3
+    expected = components.log_prob(z.double()[:, None, :]).double()
+    double = Posterior(components.mean.double(), components.logvar.double())
+    assert torch.allclose(component_log_probs(z.double(), double), double.log_prob(z.double()[:, None, :]))
+    assert torch.allclose(component_log_probs(z, components).double(), expected, rtol=1e-5, atol=1e-2)

@@ -48,6 +48,18 @@ class NormalPrior(nn.Module):
         return standard_kl_per_dim(posterior)
 
 
+def component_log_probs(z: Tensor, components: Posterior) -> Tensor:
+    """log q(z_n|u_k) for rows z (N, latent) and K diagonal Gaussians: (N, K).
+
+    The square (z - m)^2 / v expands into two matmuls, z^2 @ (1/v) and z @ (m/v), instead of an (N, K, latent)
+    tensor: an L_1000 bound of 100 test images took 45 s that way, most of it elementwise work on 2 cores.
+    """
+    precision = torch.exp(-components.logvar)  # (K, latent)
+    constant = (LOG_2PI + components.logvar + components.mean.pow(2) * precision).sum(-1)  # (K,)
+    quadratic = z.pow(2) @ precision.T - 2 * (z @ (components.mean * precision).T)
+    return -0.5 * (constant + quadratic)
+
+
 class VampPrior(nn.Module):
     """p(z) = 1/K sum_k q(z|u_k) over K learned pseudo-inputs u_k (pixels in (0, 1) as the sigmoid of a parameter).
 
@@ -71,10 +83,9 @@ class VampPrior(nn.Module):
 
     def log_prob(self, z: Tensor, encode: Encode) -> Tensor:
         """log p(z) = logsumexp_k log q(z|u_k) - log K, for z of any leading shape (..., latent)."""
-        components = self.pseudo_posteriors(encode)
         flat = z.reshape(-1, self.latent)
-        parts = [components.log_prob(rows[:, None, :]).logsumexp(-1) for rows in flat.split(self._rows_at_once())]
-        return (torch.cat(parts) - math.log(self.components)).reshape(z.shape[:-1])
+        each = component_log_probs(flat, self.pseudo_posteriors(encode))
+        return (each.logsumexp(-1) - math.log(self.components)).reshape(z.shape[:-1])
 
     def sample(self, n: int, generator: torch.Generator, encode: Encode, device: torch.device) -> Tensor:
         """A component drawn uniformly for each of n draws, then z from that pseudo-input's posterior."""
