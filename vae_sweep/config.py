@@ -115,6 +115,7 @@ class EvalConfig:
     enabled: bool = True
     iwae_k: int = 100
     iwae_batch_size: int = 100
+    iwae_images: Optional[int] = None  # the first this many test images; None: all
     sample_quality: bool = True
     samples: int = 10000
     seed: int = 0
@@ -228,6 +229,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "optimizer.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "optimizer.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "eval.iwae_images": (lambda v: v is None or v >= 1, "null (every test image) or an integer >= 1"),
     "optimizer.eps": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0 (torch's default 1e-8)"),
     "optimizer.schedule_pass_scale": (
         lambda v: math.isfinite(v) and v > 0,

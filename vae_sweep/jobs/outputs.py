@@ -148,7 +148,7 @@ def evaluate_quality(model: VAEModel, data: Data, posterior: Posterior, kl, out:
         results.update(quality.sample_quality(model, scorer, test, cfg.eval))
         if scorer.newly_trained:
             out.tracker.log_artifact(cache / f"{key}_cnn.pt", names.ARTIFACT_CLASSIFIER)
-    bound = f"k={cfg.eval.iwae_k}, {len(test)} test images"
+    bound = f"k={cfg.eval.iwae_k}, {int(results[names.Q_IWAE_IMAGES])} test images"
     if binarized:
         likelihood = f"IWAE NLL bound -L_k ({bound}) {results[names.Q_IWAE_NLL]:.2f} nats"
     else:
