@@ -4,7 +4,18 @@ efficiency reads the epoch section's times and sweep reads memory's evaluation c
 it reads.
 """
 
-from benchmarks.sections import efficiency, epoch, families, full_sweep, jobs, memory, startup, sweep, tracking
+from benchmarks.sections import (
+    efficiency,
+    epoch,
+    families,
+    full_sweep,
+    jobs,
+    memory,
+    small_batch,
+    startup,
+    sweep,
+    tracking,
+)
 
 SECTIONS = (
     epoch.SECTION,
@@ -16,6 +27,7 @@ SECTIONS = (
     full_sweep.SECTION,
     jobs.SECTION,
     families.SECTION,
+    small_batch.SECTION,
 )
 # The targets table puts the sweep measured in full before the one extrapolated from a scaled-down sweep.
 TARGET_ORDER = (

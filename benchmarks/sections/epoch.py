@@ -260,9 +260,11 @@ def render(epoch: dict, results: dict) -> list[str]:
             f"| {fmt_s(conv['median'])} {spread(conv)} | {m['conventional_images_per_s']:,.0f} "
             f"| {m['ratio']:.3f} | {paired['median']:.3f} ({paired['min']:.3f}–{paired['max']:.3f}) |"
         )
+    # The section's own count: a later --merge run with other --repeats rewrites results["repeats"].
+    epochs = next(iter(epoch["models"].values()))["ours"]["epoch"]["n"]
     out += [
         "",
-        f"The {results['repeats']} epochs of each loop are epochs 1…{results['repeats']} of a fresh model. Where "
+        f"The {epochs} epochs of each loop are epochs 1…{epochs} of a fresh model. Where "
         "denormals are not flushed, epochs get slower from about the second one on: Adam's moment estimates for "
         "weights whose gradient is mostly zero (MNIST's always-black border pixels) decay into denormal floats, "
         "which the CPU handles slowly (about +35% CPU time per epoch for the default model at steady state, "
