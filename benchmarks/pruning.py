@@ -236,6 +236,10 @@ def pool_lines(curves: dict) -> list[str]:
     return lines
 
 
+def setting_of(row: dict) -> Candidate:
+    return Candidate(row["pruner"], row["warmup_epochs"], row["warmup_fraction"], row["reduction_factor"])
+
+
 def space_lines(rows: list[dict], space: str) -> list[str]:
     budgets = [(trials, epochs) for trials, epochs in BUDGETS]
     lines = [
@@ -247,8 +251,7 @@ def space_lines(rows: list[dict], space: str) -> list[str]:
         for trials, epochs in budgets:
             (row,) = [
                 r for r in rows
-                if r["space"] == space and (r["trials"], r["epochs"]) == (trials, epochs) and Candidate(
-                    r["pruner"], r["warmup_epochs"], r["warmup_fraction"], r["reduction_factor"]) == candidate
+                if r["space"] == space and (r["trials"], r["epochs"]) == (trials, epochs) and setting_of(r) == candidate
             ]  # fmt: skip
             cells.append(f"{row['within_val']:.0%} / {row['within_test']:.0%}, saves {row['saved']:.0%}")
         chosen = " (the preset's)" if candidate == PRESET else ""
@@ -284,7 +287,19 @@ def markdown(results: dict, curves: dict) -> str:
     ]
     for space in curves["pools"]:
         lines += [*space_lines(results["rows"], space), ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *preset_lines(results["rows"]), ""])
+
+
+def preset_lines(rows: list[dict]) -> list[str]:
+    """The preset's worst draw, and the setting that most often left fewer than two complete trials."""
+    worst = max(r["worst_val_gap"] for r in rows if setting_of(r) == PRESET)
+    few = max(rows, key=lambda r: r["fewer_than_two_complete"])
+    return [
+        f"The preset's setting ({PRESET.label()}): its worst draw, over every budget and space, kept a best "
+        f"validation loss {worst:.2f} nats above the unpruned search's. Fewest complete trials: "
+        f"{setting_of(few).label()} left fewer than two in {few['fewer_than_two_complete']:.0%} of the {few['space']} "
+        f"{few['trials']} x {few['epochs']} draws (the most of any setting; results_pruning.json)."
+    ]
 
 
 def write(results: dict, curves: dict) -> None:
