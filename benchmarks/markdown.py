@@ -77,8 +77,8 @@ def failures(sections: dict) -> list[str]:
     return out
 
 
-# Sections that standalone benchmarks (python -m benchmarks.busy, benchmarks.search) keep at the end of RESULTS.md.
-STANDALONE = ("## Busy machine", "## Search")
+# Sections that standalone benchmarks (python -m benchmarks.busy, .search, .pruning) keep at the end of RESULTS.md.
+STANDALONE = ("## Busy machine", "## Search", "## Pruning: which setting keeps the winner")
 
 
 def _split_standalone(text: str) -> tuple[str, dict[str, str]]:

@@ -153,8 +153,8 @@ class SearchConfig:
     direction: Direction = Direction.minimize
     storage: str = MISSING
     study: Optional[str] = None
-    # Pruners judge a trial only from this epoch on: the first epochs of every trial look much alike.
-    warmup_epochs: int = 1
+    # Pruners judge a trial only from this epoch on: after epoch 1 small models lead that larger ones overtake later.
+    warmup_epochs: int = 2
     evaluate_pruned: bool = False
     # config key -> a dimension in Hydra's sweep grammar: interval(...), int(interval(...)), range(...), choice(...)
     space: Dict[str, Any] = field(default_factory=dict)

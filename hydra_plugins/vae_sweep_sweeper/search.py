@@ -91,9 +91,8 @@ class SearchWorker:
         settings = self.master.search
 
         def report(epoch: int, value: float) -> bool:
-            trial.report(value, epoch)
             trial.set_user_attr(studies.HEARTBEAT, time.time())
-            return epoch >= settings.warmup_epochs and trial.should_prune()
+            return studies.judged(trial, epoch, value, self.plan.warmup_epochs)
 
         config = self.trial_config(trial.number, trial.params)
         hooks = trial_hooks.Trial(

@@ -43,6 +43,7 @@ STUDY_SETTINGS = ("sampler", "seed", "pruner", "warmup_epochs", "objective", "di
 SQLITE_WAIT_S = 60  # workers write to one SQLite file: a write waits this long for another's to finish
 # The config groups a trial's result depends on (folders and tracking are not among them).
 RESULT_GROUPS = ("model", "data", "optimizer", "training", "eval")
+REDUCTION_FACTOR = 3  # successive halving and Hyperband keep the best third of the trials at each rung
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -119,14 +120,18 @@ class Plan:
         return self.pruner_for(self.pruner, self.warmup_epochs, self.epochs)
 
     @staticmethod
-    def pruner_for(name: str, warmup_epochs: int, epochs: int) -> optuna.pruners.BasePruner:
+    def pruner_for(
+        name: str, warmup_epochs: int, epochs: int, reduction_factor: int = REDUCTION_FACTOR
+    ) -> optuna.pruners.BasePruner:
         start = max(1, warmup_epochs)
         if name == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=start - 1)
         if name == "successive_halving":
-            return optuna.pruners.SuccessiveHalvingPruner(min_resource=start, reduction_factor=3)
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=start, reduction_factor=reduction_factor)
         if name == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=start, max_resource=epochs, reduction_factor=3)
+            return optuna.pruners.HyperbandPruner(
+                min_resource=start, max_resource=epochs, reduction_factor=reduction_factor
+            )
         return optuna.pruners.NopPruner()
 
     def study(self, worker: int = 0) -> optuna.Study:
@@ -154,6 +159,12 @@ class Plan:
 
     def lock(self) -> AbstractContextManager:
         return FileLock(self.lock_file)
+
+
+def judged(trial: optuna.Trial, epoch: int, value: float, warmup_epochs: int) -> bool:
+    """Report an epoch's objective to the study; whether the pruner would stop the trial here (from the warm-up on)."""
+    trial.report(value, epoch)
+    return epoch >= warmup_epochs and trial.should_prune()
 
 
 def check_settings(study: optuna.Study, settings: dict[str, str]) -> None:
