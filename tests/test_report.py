@@ -559,3 +559,16 @@ def test_a_point_reused_from_an_earlier_run_belongs_to_the_sweep(tmp_path):
     assert selected(store)["run_id"].tolist() == [new]
     text = document.overview(runs, uri, "model.latent", ["model.latent"]).blocks[0]
     assert text.startswith("2 runs (1 of them trained before, reused as this sweep's points): 2 finished")
+
+
+def test_a_key_of_another_family_is_left_out_of_labels_and_marked_in_the_table():
+    """A sweep over model=mlp,conv: conv runs have no hidden, mlp runs no channels; neither reads 'hidden=nan'."""
+    points = pd.DataFrame(
+        {"model.name": ["conv", "mlp"], "model.hidden": [float("nan"), "[200, 200]"], "model.channels": ["[16]", None]}
+    )
+    keys = ["model.name", "model.hidden", "model.channels"]
+    assert findings.setting(points.iloc[0], keys) == "name=conv, channels=[16]"
+    assert findings.setting(points.iloc[1], keys) == "name=mlp, hidden=[200, 200]"
+    points = points.assign(seeds=1, run_ids=[["a" * 32], ["b" * 32]])
+    rows = document.results_section(points, pd.DataFrame(), keys).blocks[1].rows
+    assert [row[:3] for row in rows] == [["conv", document.NOT_ITS_KEY, "[16]"], ["mlp", "[200, 200]", "n/a"]]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from vae_sweep import names
 from vae_sweep.analysis.report import papers
-from vae_sweep.analysis.report.findings import MISSING, number, setting, short_names
+from vae_sweep.analysis.report.findings import MISSING, applies, number, setting, short_names
 from vae_sweep.analysis.report.study import Search
 from vae_sweep.analysis.report.table import (
     EPOCHS,
@@ -27,6 +27,8 @@ from vae_sweep.analysis.report.table import (
     time_source,
     unfinished,
 )
+
+NOT_ITS_KEY = "n/a"  # a key of another model family (mlp's hidden on a conv run)
 
 
 @dataclass
@@ -136,7 +138,7 @@ def results_section(points: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -
     for _, point in points.iterrows():
         count = point.get("runs", point["seeds"])
         seeds = str(point["seeds"]) + (f" ({count} runs)" if count != point["seeds"] else "")
-        row = [str(point[key]) for key in keys] + [seeds]
+        row = [str(point[key]) if applies(point[key]) else NOT_ITS_KEY for key in keys] + [seeds]
         row += [_mean_std(point, quality) for quality in QUALITIES]
         row += ([str(point[EPOCHS])] if show_epochs else []) + [_mean_std(point, TIME)]
         rows.append(row + [" ".join(run_id[:8] for run_id in point["run_ids"])])
@@ -145,7 +147,8 @@ def results_section(points: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -
         [
             "Test-set numbers in nats per image, mean ± std over the seeds of each setting (runs of one seed "
             "averaged first, as one sample); "
-            f"{MISSING} where a run did not log the metric. The IWAE bound uses {logged(runs, names.Q_IWAE_K)} "
+            f"{MISSING} where a run did not log the metric, {NOT_ITS_KEY} where its model family has no such key. "
+            f"The IWAE bound uses {logged(runs, names.Q_IWAE_K)} "
             f"importance samples per image; FID and inception score compare {logged(runs, names.Q_SAMPLES)} prior "
             "samples with the test set through a classifier's features; real data's own scores are in the headings "
             "for scale.",

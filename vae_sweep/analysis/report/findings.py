@@ -29,10 +29,16 @@ def shown(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def applies(value) -> bool:
+    """Whether a run has the key at all: a family's own keys (mlp's hidden, conv's channels) are missing on the
+    other family's runs."""
+    return not (value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)))
+
+
 def setting(row: pd.Series, keys: list[str]) -> str:
-    """'latent=10, epochs=5'."""
+    """'latent=10, epochs=5', without the keys this row's model family does not have."""
     short = short_names(keys)
-    return ", ".join(f"{short[key]}={shown(row[key])}" for key in keys)
+    return ", ".join(f"{short[key]}={shown(row[key])}" for key in keys if applies(row[key]))
 
 
 def groups(points: pd.DataFrame, others: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
