@@ -83,30 +83,23 @@ class SearchWorker:
         return f"trial {number}: {' '.join(values)}"
 
     def run_trial(self, study, trial) -> bool:
-        """Train one trial and tell the study how it ended; True when a stop signal ended it (it is queued again)."""
+        """Train one trial and tell the study how it ended; True when a stop signal ended it (it is queued again).
+
+        A trial whose parameters an earlier trial is running waits for it: its job would be refused as busy. Then a
+        finished twin's run is reused by the job, and a pruned twin's ending is copied: nothing trains twice."""
         import optuna
 
         from vae_sweep.search import study as studies
 
-        settings = self.master.search
-
-        def report(epoch: int, value: float) -> bool:
-            trial.report(value, epoch)
-            trial.set_user_attr(studies.HEARTBEAT, time.time())
-            return epoch >= settings.warmup_epochs and trial.should_prune()
-
-        config = self.trial_config(trial.number, trial.params)
-        hooks = trial_hooks.Trial(
-            name=self.trial_name(trial.number, trial.params),
-            tags={names.TAG_STUDY: self.plan.name, names.TAG_TRIAL: str(trial.number)},
-            objective=settings.objective,
-            report=report,
-            evaluate_pruned=settings.evaluate_pruned,
-            epochs=config.training.epochs,
-        )
-        HydraConfig.instance().set_config(config)
-        log.info(f"Trial {trial.number}: {' '.join(d.override(trial.params[d.key]) for d in self.dimensions)}")
         try:
+            twin = studies.wait_for_twin(study, trial, self.plan.heartbeat_timeout_s)
+            if twin is not None and twin.state == optuna.trial.TrialState.PRUNED:
+                studies.prune_like(study, trial, twin)
+                return False
+            config = self.trial_config(trial.number, trial.params)
+            hooks = self.hooks_for(trial, config.training.epochs)
+            HydraConfig.instance().set_config(config)
+            log.info(f"Trial {trial.number}: {' '.join(d.override(trial.params[d.key]) for d in self.dimensions)}")
             with trial_hooks.running(hooks):
                 result = run_job(
                     hydra_context=self.hydra_context,
@@ -118,6 +111,35 @@ class SearchWorker:
         except KeyboardInterrupt:  # in the sweep's own process: the stop goes on up once the trial is queued again
             studies.retry(study, study._storage.get_trial(trial._trial_id))
             raise
+        return self.tell(study, trial, hooks, result)
+
+    def hooks_for(self, trial, epochs: int) -> trial_hooks.Trial:
+        """What the trial's job reports to the study, and how it asks whether to stop."""
+        from vae_sweep.search import study as studies
+
+        settings = self.master.search
+
+        def report(epoch: int, value: float) -> bool:
+            trial.report(value, epoch)
+            trial.set_user_attr(studies.HEARTBEAT, time.time())
+            return epoch >= settings.warmup_epochs and trial.should_prune()
+
+        return trial_hooks.Trial(
+            name=self.trial_name(trial.number, trial.params),
+            tags={names.TAG_STUDY: self.plan.name, names.TAG_TRIAL: str(trial.number)},
+            objective=settings.objective,
+            report=report,
+            evaluate_pruned=settings.evaluate_pruned,
+            epochs=epochs,
+        )
+
+    @staticmethod
+    def tell(study, trial, hooks: trial_hooks.Trial, result: JobReturn) -> bool:
+        """The study learns how the trial's job ended; True when a stop signal ended it (it is queued again)."""
+        import optuna
+
+        from vae_sweep.search import study as studies
+
         if hooks.run_id:
             trial.set_user_attr(studies.RUN_ID, hooks.run_id)
         if result.status == JobStatus.COMPLETED and hooks.pruned_epoch is not None:
