@@ -1,6 +1,7 @@
 """Search sweeps (hydra/sweeper=search): the space, the study's budget and dead trials, and real small studies."""
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -394,6 +395,31 @@ def wait_for_a_trial_in_training(workdir: Path, process: subprocess.Popen, timeo
     process.kill()
     output, errors = process.communicate()
     pytest.fail(f"no trial reached its second epoch (exit {process.returncode}):\n{output}\n{errors}")
+
+
+def test_a_trial_evaluating_past_the_heartbeat_timeout_is_not_declared_dead(workdir, cli_in_process, monkeypatch):
+    from vae_sweep.jobs import task
+    from vae_sweep.tracking import resume
+
+    timeout_s, seen = 1.0, {}
+    write_outputs = task.write_outputs
+
+    def slow_evaluation(*args, **kwargs):
+        time.sleep(3 * timeout_s)  # as L_5000 does for 25 minutes, with no epoch to beat on
+        with monkeypatch.context() as elsewhere:  # seen from another host, where the worker's pid says nothing
+            elsewhere.setattr(platform, "node", lambda: "another-host")
+            (trial,) = the_study(workdir).get_trials(states=(TrialState.RUNNING,))
+            (run,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db")[1]
+            seen.update(trial=studies.is_dead(trial, timeout_s), run=resume.is_dead(run, timeout_s))
+        return write_outputs(*args, **kwargs)
+
+    monkeypatch.setattr(task, "write_outputs", slow_evaluation)
+    result = cli_in_process(
+        *search_args("search.space.model.latent=choice(2)", "search.trials=1", "training.epochs=1",
+                     f"training.heartbeat_timeout_s={timeout_s}"), cwd=workdir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert seen == {"trial": False, "run": False}
 
 
 # ---- bad input: one clear error before any trial starts -------------------------------------------------------------

@@ -9,7 +9,6 @@ the objective to its trial, and stops there when the pruner says so.
 """
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -26,6 +25,7 @@ from vae_sweep import names
 from vae_sweep.core.signals import JobStopped
 from vae_sweep.errors import ConfigError, UserError
 from vae_sweep.jobs import trial as trial_hooks
+from vae_sweep.tracking.heartbeat import beating
 
 log = logging.getLogger(__name__)
 
@@ -91,37 +91,44 @@ class SearchWorker:
 
         from vae_sweep.search import study as studies
 
+        timeout_s = self.plan.heartbeat_timeout_s
         try:
-            twin = studies.wait_for_twin(study, trial, self.plan.heartbeat_timeout_s)
-            if twin is not None and twin.state == optuna.trial.TrialState.PRUNED:
-                studies.prune_like(study, trial, twin)
-                return False
-            config = self.trial_config(trial.number, trial.params)
-            hooks = self.hooks_for(trial, config.training.epochs)
-            HydraConfig.instance().set_config(config)
-            log.info(f"Trial {trial.number}: {' '.join(d.override(trial.params[d.key]) for d in self.dimensions)}")
-            with trial_hooks.running(hooks):
-                result = run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=self.task_function,
-                    config=config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
+            # The trial's own heartbeat (its job beats on its run): its evaluation and a wait log no epochs.
+            with beating(lambda: studies.beat(study, trial), timeout_s):
+                twin = studies.wait_for_twin(study, trial, timeout_s)
+                pruned_twin = twin is not None and twin.state == optuna.trial.TrialState.PRUNED
+                if not pruned_twin:
+                    hooks, result = self.run_job(trial)
         except KeyboardInterrupt:  # in the sweep's own process: the stop goes on up once the trial is queued again
             studies.retry(study, study._storage.get_trial(trial._trial_id))
             raise
+        if pruned_twin:
+            studies.prune_like(study, trial, twin)
+            return False
         return self.tell(study, trial, hooks, result)
+
+    def run_job(self, trial) -> tuple[trial_hooks.Trial, JobReturn]:
+        """The trial's job, run as the launcher would run it; its hooks, which learnt how it ended, and its return."""
+        config = self.trial_config(trial.number, trial.params)
+        hooks = self.hooks_for(trial, config.training.epochs)
+        HydraConfig.instance().set_config(config)
+        log.info(f"Trial {trial.number}: {' '.join(d.override(trial.params[d.key]) for d in self.dimensions)}")
+        with trial_hooks.running(hooks):
+            result = run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        return hooks, result
 
     def hooks_for(self, trial, epochs: int) -> trial_hooks.Trial:
         """What the trial's job reports to the study, and how it asks whether to stop."""
-        from vae_sweep.search import study as studies
-
         settings = self.master.search
 
         def report(epoch: int, value: float) -> bool:
             trial.report(value, epoch)
-            trial.set_user_attr(studies.HEARTBEAT, time.time())
             return epoch >= settings.warmup_epochs and trial.should_prune()
 
         return trial_hooks.Trial(

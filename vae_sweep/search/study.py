@@ -322,6 +322,11 @@ def claim(study: optuna.Study, plan: Plan, distributions: dict) -> optuna.Trial 
         return trial
 
 
+def beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """The trial's heartbeat, which tracking.heartbeat writes while its worker waits for a twin or runs its job."""
+    study._storage.set_trial_user_attr(trial._trial_id, HEARTBEAT, time.time())
+
+
 def running_twin(study: optuna.Study, trial: optuna.Trial, timeout_s: float) -> FrozenTrial | None:
     """The earliest live RUNNING trial before this one with the same parameters: its job is this trial's job.
 
