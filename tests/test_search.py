@@ -135,6 +135,24 @@ def test_a_trial_on_another_host_is_dead_once_silent_past_the_timeout():
     assert studies.is_dead(trial, timeout_s=600, now=1700.0)
 
 
+@pytest.mark.slow
+def test_two_commands_on_one_postgresql_study_share_its_budget_lock(tmp_path, postgres_storage):
+    first, second = (plan(tmp_path / sweep, storage=postgres_storage, name="shared-lock") for sweep in ("a", "b"))
+    assert first.lock_file != second.lock_file, "two sweep folders"
+    entered = threading.Event()
+
+    def claim_beside() -> None:
+        with second.lock():
+            entered.set()
+
+    with first.lock():
+        beside = threading.Thread(target=claim_beside)
+        beside.start()
+        assert not entered.wait(1.0), "the other command claimed a trial while this one held the budget's lock"
+    assert entered.wait(30)
+    beside.join()
+
+
 def test_a_trial_waits_for_its_running_twin_and_ends_as_it_did(tmp_path):
     study = plan(tmp_path).study()
     first, second = (studies.claim(study, plan(tmp_path), ONE_POINT) for _ in range(2))

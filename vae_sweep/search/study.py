@@ -13,10 +13,10 @@ import os
 import platform
 import time
 import warnings
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import optuna
 from filelock import FileLock
@@ -155,7 +155,32 @@ class Plan:
         return {f"search.{key}": str(getattr(self, key)) for key in STUDY_SETTINGS}
 
     def lock(self) -> AbstractContextManager:
+        if is_postgresql(self.storage):
+            return storage_lock(self.storage, self.name)
         return FileLock(self.lock_file)
+
+
+def is_postgresql(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+@contextmanager
+def storage_lock(url: str, name: str) -> Iterator[None]:
+    """The study's lock on its PostgreSQL server: every command on the study takes the same one, whatever its sweep
+    folder. A transaction's advisory lock: the server frees it as the transaction ends, and when its holder dies."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            key = f"vae_sweep budget of {name}"
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            yield
+    finally:
+        engine.dispose()
 
 
 def check_settings(study: optuna.Study, settings: dict[str, str]) -> None:
@@ -197,7 +222,8 @@ def study_name(config: DictConfig, dimensions: Sequence[Dimension]) -> str:
 
 
 def lock_file(storage: str, sweep_dir: Path, name: str) -> str:
-    """Beside a SQLite storage (every worker is on this machine); else in the sweep folder, which a cluster shares."""
+    """Beside a SQLite storage (every worker is on this machine); else in the sweep folder, which a cluster shares
+    (a PostgreSQL storage is locked on its server instead: see storage_lock)."""
     if storage.startswith("sqlite:///"):
         return f"{storage.removeprefix('sqlite:///')}.{name}.lock"
     return str(sweep_dir / "search.lock")
