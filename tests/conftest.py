@@ -139,6 +139,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def postgres_storage() -> Iterator[str]:
+    """One PostgreSQL server for the session's tests of a PostgreSQL storage (skipped where none can start): the
+    URL of its empty database; tests on it use their own study names."""
+    from tests import postgres
+
+    reason = postgres.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with postgres.postgres_server(free_port(), "optuna") as storage:
+        yield storage
+
+
 @contextmanager
 def serve_mlflow(
     backend_uri: str, artifacts: Path, log: Path, team_folder: Path | None = None, admin_password: str = ""

@@ -23,6 +23,7 @@ from vae_sweep import names
 from vae_sweep.core.data import load
 from vae_sweep.core.train import Start
 from vae_sweep.jobs import checkpoint
+from vae_sweep.tracking.heartbeat import beating
 from vae_sweep.tracking.resume import fingerprint, is_dead
 from vae_sweep.tracking.sweeps import reused_runs
 
@@ -69,6 +70,22 @@ def test_runs_logged_with_bare_liveness_tags_are_still_read():
     assert is_dead(fake_run({"host": platform.node(), "pid": str(gone.pid)}), timeout_s=600)
     assert not is_dead(fake_run({"host": platform.node(), "pid": str(os.getpid())}), timeout_s=600)
     assert not is_dead(fake_run({"host": "elsewhere", "heartbeat": "1900"}, start_ms=0), timeout_s=600, now=2000)
+
+
+def test_the_heartbeat_goes_on_past_a_failed_beat_and_stops_with_its_section():
+    beats = []
+
+    def beat() -> None:
+        beats.append(time.monotonic())
+        if len(beats) == 1:
+            raise RuntimeError("database is locked")
+
+    with beating(beat, timeout_s=0.2):  # a beat every 0.05 s
+        time.sleep(0.5)
+    ended = len(beats)
+    time.sleep(0.2)
+    assert ended >= 3, "the beats after the one that failed"
+    assert len(beats) == ended, "no beat after the section"
 
 
 class Discard:

@@ -1,9 +1,11 @@
 """Search sweeps (hydra/sweeper=search): the space, the study's budget and dead trials, and real small studies."""
 
 import os
+import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +101,11 @@ def plan(tmp_path: Path, budget: int = 3, **changes) -> studies.Plan:
 
 
 SPACE_X = {"x": FloatDistribution(0, 1)}
+ONE_POINT = {"x": CategoricalDistribution([4])}
+
+
+def a_dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
 
 
 def test_workers_never_start_more_trials_than_the_budget(tmp_path):
@@ -111,8 +118,7 @@ def test_workers_never_start_more_trials_than_the_budget(tmp_path):
 def test_a_trial_whose_worker_died_is_queued_again_and_does_not_count_twice(tmp_path):
     study = plan(tmp_path).study()
     trial = studies.claim(study, plan(tmp_path), SPACE_X)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    trial.set_user_attr(studies.PID, int(dead.stdout))  # a process that has ended
+    trial.set_user_attr(studies.PID, a_dead_pid())
     assert studies.recover_dead(study, 600) == [trial.number]
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING] and studies.spent(study.get_trials()) == 1
@@ -127,6 +133,58 @@ def test_a_trial_on_another_host_is_dead_once_silent_past_the_timeout():
     )
     assert not studies.is_dead(trial, timeout_s=600, now=1500.0)
     assert studies.is_dead(trial, timeout_s=600, now=1700.0)
+
+
+@pytest.mark.slow
+def test_two_commands_on_one_postgresql_study_share_its_budget_lock(tmp_path, postgres_storage):
+    first, second = (plan(tmp_path / sweep, storage=postgres_storage, name="shared-lock") for sweep in ("a", "b"))
+    assert first.lock_file != second.lock_file, "two sweep folders"
+    entered = threading.Event()
+
+    def claim_beside() -> None:
+        with second.lock():
+            entered.set()
+
+    with first.lock():
+        beside = threading.Thread(target=claim_beside)
+        beside.start()
+        assert not entered.wait(1.0), "the other command claimed a trial while this one held the budget's lock"
+    assert entered.wait(30)
+    beside.join()
+
+
+def test_a_trial_waits_for_its_running_twin_and_ends_as_it_did(tmp_path):
+    study = plan(tmp_path).study()
+    first, second = (studies.claim(study, plan(tmp_path), ONE_POINT) for _ in range(2))
+    assert studies.wait_for_twin(study, first, 600) is None, "the earlier twin waits for nothing"
+    threading.Timer(0.3, lambda: study.tell(first, 1.5)).start()
+    started = time.monotonic()
+    twin = studies.wait_for_twin(study, second, 600, poll_s=0.05)
+    assert time.monotonic() - started >= 0.3
+    assert (twin.number, twin.state, twin.value) == (0, TrialState.COMPLETE, 1.5)
+    assert study.get_trials()[1].user_attrs[studies.TWIN_OF] == 0
+
+
+def test_a_dead_twin_is_not_waited_for(tmp_path):
+    study = plan(tmp_path).study()
+    first, second = (studies.claim(study, plan(tmp_path), ONE_POINT) for _ in range(2))
+    first.set_user_attr(studies.PID, a_dead_pid())
+    started = time.monotonic()
+    assert studies.wait_for_twin(study, second, 600, poll_s=10) is None, "its job resumes the dead twin's run"
+    assert time.monotonic() - started < 5
+
+
+def test_the_twin_of_a_pruned_trial_is_pruned_where_it_was(tmp_path):
+    study = plan(tmp_path).study()
+    first, second = (studies.claim(study, plan(tmp_path), ONE_POINT) for _ in range(2))
+    for epoch, value in ((1, 200.0), (2, 190.0)):
+        first.report(value, epoch)
+    first.set_user_attr(studies.RUN_ID, "run-of-0")
+    study.tell(first, state=TrialState.PRUNED)
+    studies.prune_like(study, second, study.get_trials()[0])
+    again = study.get_trials()[1]
+    assert again.state == TrialState.PRUNED and again.intermediate_values == {1: 200.0, 2: 190.0}
+    assert again.user_attrs[studies.RUN_ID] == "run-of-0"
 
 
 def pruned_at(pruner, curves: list[list[float]]) -> list[int | None]:
@@ -381,6 +439,31 @@ def wait_for_a_trial_in_training(workdir: Path, process: subprocess.Popen, timeo
     pytest.fail(f"no trial reached its second epoch (exit {process.returncode}):\n{output}\n{errors}")
 
 
+def test_a_trial_evaluating_past_the_heartbeat_timeout_is_not_declared_dead(workdir, cli_in_process, monkeypatch):
+    from vae_sweep.jobs import task
+    from vae_sweep.tracking import resume
+
+    timeout_s, seen = 1.0, {}
+    write_outputs = task.write_outputs
+
+    def slow_evaluation(*args, **kwargs):
+        time.sleep(3 * timeout_s)  # as L_5000 does for 25 minutes, with no epoch to beat on
+        with monkeypatch.context() as elsewhere:  # seen from another host, where the worker's pid says nothing
+            elsewhere.setattr(platform, "node", lambda: "another-host")
+            (trial,) = the_study(workdir).get_trials(states=(TrialState.RUNNING,))
+            (run,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db")[1]
+            seen.update(trial=studies.is_dead(trial, timeout_s), run=resume.is_dead(run, timeout_s))
+        return write_outputs(*args, **kwargs)
+
+    monkeypatch.setattr(task, "write_outputs", slow_evaluation)
+    result = cli_in_process(
+        *search_args("search.space.model.latent=choice(2)", "search.trials=1", "training.epochs=1",
+                     f"training.heartbeat_timeout_s={timeout_s}"), cwd=workdir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert seen == {"trial": False, "run": False}
+
+
 # ---- bad input: one clear error before any trial starts -------------------------------------------------------------
 
 
@@ -450,3 +533,20 @@ def test_a_grid_sweep_has_a_parent_run_with_its_jobs_nested(workdir, cli_in_proc
     assert len(runs) == 2 and {run.data.tags[names.TAG_PARENT_RUN] for run in runs} == {parent.info.run_id}
     assert parent.data.metrics[names.SWEEP_JOBS] == 2 and parent.data.metrics[names.SWEEP_FAILED] == 0
     assert parent.data.tags[names.TAG_SWEEP_ID] == runs[0].data.tags[names.TAG_SWEEP_ID]
+
+
+@pytest.mark.slow
+def test_parallel_trials_of_one_point_train_it_once_and_the_search_goes_on(workdir):
+    # Every trial of a one-point space is the same job: the second waits for the first and reuses its run.
+    result = search(
+        workdir, "search.space.model.latent=choice(4)", "search.trials=3", "search.parallel=2", "training.epochs=15",
+        "model.hidden=[256]",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trials = the_study(workdir).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert len({t.value for t in trials}) == 1
+    twins = [t for t in trials if studies.TWIN_OF in t.user_attrs]
+    assert twins, "the two workers' first trials ran at once: one waited for the other"
+    _, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert [run.info.status for run in runs] == ["FINISHED"], "the point trained once"

@@ -173,7 +173,7 @@ TAG_DEVICE = "torch.device"
 # What resume needs to tell a live run from a dead one, under `sys.` so that it stays out of the way in the UI.
 TAG_PID = "sys.pid"
 TAG_HOST = "sys.host"
-TAG_HEARTBEAT = "sys.heartbeat"  # Unix seconds of the last epoch logged
+TAG_HEARTBEAT = "sys.heartbeat"  # Unix seconds of the run's last sign of life (an epoch, or a beat while busy)
 # Their names on runs logged before they moved: resume still reads them.
 FORMER_TAGS = {TAG_PID: "pid", TAG_HOST: "host", TAG_HEARTBEAT: "heartbeat"}
 TAG_CLASSIFIER_TRAINED = "sys.trained_classifier"  # on the one run whose duration includes training it

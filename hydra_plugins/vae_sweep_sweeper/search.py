@@ -9,7 +9,6 @@ the objective to its trial, and stops there when the pruner says so.
 """
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -26,6 +25,7 @@ from vae_sweep import names
 from vae_sweep.core.signals import JobStopped
 from vae_sweep.errors import ConfigError, UserError
 from vae_sweep.jobs import trial as trial_hooks
+from vae_sweep.tracking.heartbeat import beating
 
 log = logging.getLogger(__name__)
 
@@ -83,40 +83,71 @@ class SearchWorker:
         return f"trial {number}: {' '.join(values)}"
 
     def run_trial(self, study, trial) -> bool:
-        """Train one trial and tell the study how it ended; True when a stop signal ended it (it is queued again)."""
+        """Train one trial and tell the study how it ended; True when a stop signal ended it (it is queued again).
+
+        A trial whose parameters an earlier trial is running waits for it: its job would be refused as busy. Then a
+        finished twin's run is reused by the job, and a pruned twin's ending is copied: nothing trains twice."""
         import optuna
 
+        from vae_sweep.search import study as studies
+
+        timeout_s = self.plan.heartbeat_timeout_s
+        try:
+            # The trial's own heartbeat (its job beats on its run): its evaluation and a wait log no epochs.
+            with beating(lambda: studies.beat(study, trial), timeout_s):
+                twin = studies.wait_for_twin(study, trial, timeout_s)
+                pruned_twin = twin is not None and twin.state == optuna.trial.TrialState.PRUNED
+                if not pruned_twin:
+                    hooks, result = self.run_job(trial)
+        except KeyboardInterrupt:  # in the sweep's own process: the stop goes on up once the trial is queued again
+            studies.retry(study, study._storage.get_trial(trial._trial_id))
+            raise
+        if pruned_twin:
+            studies.prune_like(study, trial, twin)
+            return False
+        return self.tell(study, trial, hooks, result)
+
+    def run_job(self, trial) -> tuple[trial_hooks.Trial, JobReturn]:
+        """The trial's job, run as the launcher would run it; its hooks, which learnt how it ended, and its return."""
+        config = self.trial_config(trial.number, trial.params)
+        hooks = self.hooks_for(trial, config.training.epochs)
+        HydraConfig.instance().set_config(config)
+        log.info(f"Trial {trial.number}: {' '.join(d.override(trial.params[d.key]) for d in self.dimensions)}")
+        with trial_hooks.running(hooks):
+            result = run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        return hooks, result
+
+    def hooks_for(self, trial, epochs: int) -> trial_hooks.Trial:
+        """What the trial's job reports to the study, and how it asks whether to stop."""
         from vae_sweep.search import study as studies
 
         settings = self.master.search
 
         def report(epoch: int, value: float) -> bool:
-            trial.set_user_attr(studies.HEARTBEAT, time.time())
             return studies.judged(trial, epoch, value, self.plan.warmup_epochs)
 
-        config = self.trial_config(trial.number, trial.params)
-        hooks = trial_hooks.Trial(
+        return trial_hooks.Trial(
             name=self.trial_name(trial.number, trial.params),
             tags={names.TAG_STUDY: self.plan.name, names.TAG_TRIAL: str(trial.number)},
             objective=settings.objective,
             report=report,
             evaluate_pruned=settings.evaluate_pruned,
-            epochs=config.training.epochs,
+            epochs=epochs,
         )
-        HydraConfig.instance().set_config(config)
-        log.info(f"Trial {trial.number}: {' '.join(d.override(trial.params[d.key]) for d in self.dimensions)}")
-        try:
-            with trial_hooks.running(hooks):
-                result = run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=self.task_function,
-                    config=config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
-        except KeyboardInterrupt:  # in the sweep's own process: the stop goes on up once the trial is queued again
-            studies.retry(study, study._storage.get_trial(trial._trial_id))
-            raise
+
+    @staticmethod
+    def tell(study, trial, hooks: trial_hooks.Trial, result: JobReturn) -> bool:
+        """The study learns how the trial's job ended; True when a stop signal ended it (it is queued again)."""
+        import optuna
+
+        from vae_sweep.search import study as studies
+
         if hooks.run_id:
             trial.set_user_attr(studies.RUN_ID, hooks.run_id)
         if result.status == JobStatus.COMPLETED and hooks.pruned_epoch is not None:

@@ -29,6 +29,7 @@ from vae_sweep.jobs.frames import EpochFrames
 from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
 from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads
+from vae_sweep.tracking.heartbeat import beating
 from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag, retire
 from vae_sweep.tracking.runs import DataSplit, Tracker, tracked_run
 from vae_sweep.tracking.store import Store, open_store
@@ -274,7 +275,10 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
     # Placement and runtime settings stay in the config artifact: as params they would pose as swept axes.
     # Unset keys stay out, as they do of the fingerprint: runs from before a key existed compare with later ones.
     params = {key: value for key, value in flatten(job.config).items() if defines_result(key) and value is not None}
-    with tracked_run(store, job.name, params, job.tags, resume_id, cfg.tracking.system_metrics_s) as tracker:
+    with (
+        tracked_run(store, job.name, params, job.tags, resume_id, cfg.tracking.system_metrics_s) as tracker,
+        beating(tracker.beat, cfg.training.heartbeat_timeout_s),  # ended before the run is: no beat on an ended run
+    ):
         if (job.folder / names.HYDRA_DIR).is_dir():
             tracker.log_artifacts(job.folder / names.HYDRA_DIR, names.ARTIFACT_HYDRA)
         tracker.log_artifact(job.folder / names.CONFIG_RESOLVED)

@@ -13,10 +13,10 @@ import os
 import platform
 import time
 import warnings
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import optuna
 from filelock import FileLock
@@ -36,10 +36,12 @@ RUN_ID = "mlflow_run_id"
 ERROR = "error"
 RETRY_OF = "retry_of"  # on a trial queued again after its worker died: the number of the trial it continues
 REQUEUED = "requeued"  # on the trial it continues
+TWIN_OF = "twin_of"  # on a trial whose parameters an earlier one was running: the number of the one it waited for
 # A study's user attribute: the search settings that decide which trials it proposes and how it judges them, as the
 # command that created it had them; another command on the same study must have the same (see check_settings).
 SETTINGS = "search_settings"
 STUDY_SETTINGS = ("sampler", "seed", "pruner", "warmup_epochs", "objective", "direction")
+TWIN_POLL_S = 5.0  # how often a trial waiting for its twin looks whether the twin has ended
 SQLITE_WAIT_S = 60  # workers write to one SQLite file: a write waits this long for another's to finish
 # The config groups a trial's result depends on (folders and tracking are not among them).
 RESULT_GROUPS = ("model", "data", "optimizer", "training", "eval")
@@ -158,6 +160,8 @@ class Plan:
         return {f"search.{key}": str(getattr(self, key)) for key in STUDY_SETTINGS}
 
     def lock(self) -> AbstractContextManager:
+        if is_postgresql(self.storage):
+            return storage_lock(self.storage, self.name)
         return FileLock(self.lock_file)
 
 
@@ -165,6 +169,29 @@ def judged(trial: optuna.Trial, epoch: int, value: float, warmup_epochs: int) ->
     """Report an epoch's objective to the study; whether the pruner would stop the trial here (from the warm-up on)."""
     trial.report(value, epoch)
     return epoch >= warmup_epochs and trial.should_prune()
+
+
+def is_postgresql(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+@contextmanager
+def storage_lock(url: str, name: str) -> Iterator[None]:
+    """The study's lock on its PostgreSQL server: every command on the study takes the same one, whatever its sweep
+    folder. A transaction's advisory lock: the server frees it as the transaction ends, and when its holder dies."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            key = f"vae_sweep budget of {name}"
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            yield
+    finally:
+        engine.dispose()
 
 
 def check_settings(study: optuna.Study, settings: dict[str, str]) -> None:
@@ -206,7 +233,8 @@ def study_name(config: DictConfig, dimensions: Sequence[Dimension]) -> str:
 
 
 def lock_file(storage: str, sweep_dir: Path, name: str) -> str:
-    """Beside a SQLite storage (every worker is on this machine); else in the sweep folder, which a cluster shares."""
+    """Beside a SQLite storage (every worker is on this machine); else in the sweep folder, which a cluster shares
+    (a PostgreSQL storage is locked on its server instead: see storage_lock)."""
     if storage.startswith("sqlite:///"):
         return f"{storage.removeprefix('sqlite:///')}.{name}.lock"
     return str(sweep_dir / "search.lock")
@@ -329,6 +357,46 @@ def claim(study: optuna.Study, plan: Plan, distributions: dict) -> optuna.Trial 
         trial.set_user_attr(PID, os.getpid())
         trial.set_user_attr(HEARTBEAT, time.time())
         return trial
+
+
+def beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """The trial's heartbeat, which tracking.heartbeat writes while its worker waits for a twin or runs its job."""
+    study._storage.set_trial_user_attr(trial._trial_id, HEARTBEAT, time.time())
+
+
+def running_twin(study: optuna.Study, trial: optuna.Trial, timeout_s: float) -> FrozenTrial | None:
+    """The earliest live RUNNING trial before this one with the same parameters: its job is this trial's job.
+
+    Only earlier ones: two twins claimed at once would otherwise each wait for the other."""
+    for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if other.number < trial.number and other.params == trial.params and not is_dead(other, timeout_s):
+            return other
+    return None
+
+
+def wait_for_twin(
+    study: optuna.Study, trial: optuna.Trial, timeout_s: float, poll_s: float = TWIN_POLL_S
+) -> FrozenTrial | None:
+    """Wait while a twin of this trial runs (its job would be refused as busy), then the twin as it ended; None when
+    there was none. A twin that dies is not waited for: this trial's job resumes its run from the checkpoint."""
+    first = running_twin(study, trial, timeout_s)
+    if first is None:
+        return None
+    trial.set_user_attr(TWIN_OF, first.number)
+    while (twin := running_twin(study, trial, timeout_s)) is not None:
+        time.sleep(min(poll_s, timeout_s / 4))
+        first = twin
+    return study._storage.get_trial(first._trial_id)
+
+
+def prune_like(study: optuna.Study, trial: optuna.Trial, twin: FrozenTrial) -> None:
+    """End a trial as its pruned twin ended, with the twin's epochs and run: its job would train the point again (a
+    pruned run stands for no finished config)."""
+    for epoch, value in sorted(twin.intermediate_values.items()):
+        trial.report(value, epoch)
+    if RUN_ID in twin.user_attrs:
+        trial.set_user_attr(RUN_ID, twin.user_attrs[RUN_ID])
+    study.tell(trial, state=TrialState.PRUNED)
 
 
 # ---- how the study stands ----------------------------------------------------------------------------------------

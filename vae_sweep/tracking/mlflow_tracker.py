@@ -125,7 +125,13 @@ class MlflowTracker:
         """The epoch's metrics and a heartbeat tag in one call: a resumed sweep tells live runs from dead ones."""
         now = time.time()
         entries = [Metric(key, float(value), int(now * 1000), epoch) for key, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=entries, tags=[RunTag(names.TAG_HEARTBEAT, f"{now:.0f}")])
+        self.client.log_batch(self.run_id, metrics=entries, tags=[RunTag(names.TAG_HEARTBEAT, f"{now:.3f}")])
+
+    def beat(self) -> None:
+        """The heartbeat tag alone, from the heartbeat's thread (tracking.heartbeat): not a store_call, whose held
+        section is the main thread's; tried again while SQLite is locked."""
+        tag = RunTag(names.TAG_HEARTBEAT, f"{time.time():.3f}")
+        _retried(lambda: self.client.log_batch(self.run_id, tags=[tag]), ("database is locked",), SQLITE_LOCKED_TRIES)
 
     @store_call
     def logged_epochs(self) -> int:

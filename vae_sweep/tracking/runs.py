@@ -46,6 +46,9 @@ class NullTracker:
     def logged_epochs(self) -> int:
         return 0
 
+    def beat(self) -> None:
+        pass
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
 
