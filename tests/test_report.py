@@ -559,3 +559,39 @@ def test_a_point_reused_from_an_earlier_run_belongs_to_the_sweep(tmp_path):
     assert selected(store)["run_id"].tolist() == [new]
     text = document.overview(runs, uri, "model.latent", ["model.latent"]).blocks[0]
     assert text.startswith("2 runs (1 of them trained before, reused as this sweep's points): 2 finished")
+
+
+def latent_step(seeds: int, std: float | None) -> pd.DataFrame:
+    """Two latent sizes 0.12 nats apart, as aggregate() gives them."""
+    return pd.DataFrame(
+        {
+            "model.latent": [100, 200],
+            "seeds": [seeds, seeds],
+            names.TEST_LOSS: [99.36, 99.24],
+            f"{names.TEST_LOSS} std": [std, std],
+            "run_ids": [["a"], ["b"]],
+        }
+    )
+
+
+def test_a_difference_of_0_12_nats_is_not_drawn_across_the_whole_panel(tmp_path):
+    figure, (narrow, wide) = plt.subplots(1, 2)
+    step = latent_step(1, None)
+    narrow.errorbar(step["model.latent"], step[names.TEST_LOSS], yerr=0.0)
+    wide.plot([100, 200], [90.0, 110.0])
+    plots.widen_y(narrow)
+    plots.widen_y(wide)
+    low, high = narrow.get_ylim()
+    assert high - low >= plots.MIN_SPAN_NATS and low < 99.24 < 99.36 < high
+    assert wide.get_ylim()[1] - wide.get_ylim()[0] < 25  # a wide axis is left as the data need it
+    plt.close(figure)
+    path = plots.plot_quality_vs_x(step, "model.latent", [], tmp_path / names.FIG_QUALITY_VS_X)
+    assert path.stat().st_size > 0
+
+
+def test_the_caption_says_when_there_is_one_seed_per_point():
+    figures = {names.FIG_QUALITY_VS_X: Path(names.FIG_QUALITY_VS_X)}
+    (one,) = document.figures_section(latent_step(1, None), "model.latent", figures, "").blocks
+    assert "one seed per point, so no error bars" in one.caption
+    (several,) = document.figures_section(latent_step(3, 0.3), "model.latent", figures, "").blocks
+    assert "error bars: one std over seeds" in several.caption and "one seed per point" not in several.caption

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from vae_sweep import names
-from vae_sweep.analysis.report import papers
+from vae_sweep.analysis.report import papers, plots
 from vae_sweep.analysis.report.findings import MISSING, number, setting, short_names
 from vae_sweep.analysis.report.study import Search
 from vae_sweep.analysis.report.table import (
@@ -163,8 +163,14 @@ def figures_section(points: pd.DataFrame, x: str, figures: dict[str, Path], curv
         if has_values(points, column)
     ]
     iwae = f" and {' and '.join(bounds)}" if bounds else ""
+    spread = (
+        "one seed per point, so no error bars and no seed spread to judge a difference by"
+        if plots.one_seed_each(points)
+        else "error bars: one std over seeds (none on a point of one seed)"
+    )
     captions = {
-        names.FIG_QUALITY_VS_X: f"Test loss, reconstruction, KL{iwae} against {x}; error bars: one std over seeds.",
+        names.FIG_QUALITY_VS_X: f"Test loss, reconstruction, KL{iwae} against {x}; {spread}; each y axis spans at "
+        f"least {plots.MIN_SPAN_NATS:g} nats, so that a small difference is drawn at its size.",
         names.FIG_ACTIVE_UNITS: "Active units against latent size; the dotted line is y = x.",
         names.FIG_LEARNING_CURVES: f"Learning curves of {curves_of}: train dashed, test solid.",
         names.FIG_RATE_DISTORTION: f"Rate (KL) against distortion (reconstruction) per run, by {x}.",
