@@ -249,7 +249,10 @@ def test_best_settings_and_latent_usage(points):
 def test_findings_state_the_numbers(points):
     lines = findings.findings(points, "model.latent", ["training.epochs"])
     text = "\n".join(lines)
-    assert "Lowest test loss: 109.50 at latent=50, epochs=10 (1 run)" in text
+    assert (
+        "Lowest test loss: 109.50 at latent=50, epochs=10 (1 run); selected on the test set (loss/test): the test set "
+        "chose it, so its test number is optimistic" in text
+    )
     # The fixture's runs are grey-level ones (no data.binarize: the default): their IWAE number is no NLL.
     assert "Lowest IWAE bound, grey levels (not an NLL): 105.50 at latent=50, epochs=10" in text
     assert "IWAE NLL" not in text
@@ -595,3 +598,14 @@ def test_the_caption_says_when_there_is_one_seed_per_point():
     assert "one seed per point, so no error bars" in one.caption
     (several,) = document.figures_section(latent_step(3, 0.3), "model.latent", figures, "").blocks
     assert "error bars: one std over seeds" in several.caption and "one seed per point" not in several.caption
+
+
+def test_the_best_setting_is_chosen_on_the_validation_split_where_every_setting_has_it():
+    step = latent_step(1, None).assign(**{names.VAL_LOSS: [98.0, 99.0]})
+    (line, *_) = findings.best_lines(step, ["model.latent"])
+    assert line == (
+        "Best setting: latent=100 (1 run), loss/val 98.00, test loss 99.36; selected on the validation split "
+        "(loss/val), so its test number is an unbiased estimate"
+    )
+    step.loc[1, names.VAL_LOSS] = None  # one setting without a validation split: the test set chooses
+    assert findings.best_lines(step, ["model.latent"])[0].startswith("Lowest test loss: 99.24 at latent=200")

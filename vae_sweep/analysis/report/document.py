@@ -13,7 +13,7 @@ import pandas as pd
 
 from vae_sweep import names
 from vae_sweep.analysis.report import papers, plots
-from vae_sweep.analysis.report.findings import MISSING, number, setting, short_names
+from vae_sweep.analysis.report.findings import MISSING, number, setting, short_names, split_words
 from vae_sweep.analysis.report.study import Search
 from vae_sweep.analysis.report.table import (
     EPOCHS,
@@ -205,6 +205,12 @@ def epochs_trained(trial: pd.Series) -> str:
     return str(trial["pruned_epoch"]) + (f" of {planned}" if planned is not None and pd.notna(planned) else "")
 
 
+def test_number(best: pd.Series, objective: str) -> str:
+    """The best trial's test loss beside an objective of another split."""
+    value = best.get(names.TEST_LOSS)
+    return "" if objective == names.TEST_LOSS or value is None or pd.isna(value) else f", test loss {value:.2f}"
+
+
 def _value(value: Any) -> str:
     """A searched value as short as it reads: a sampled learning rate has every digit of a float."""
     return format(value, ".4g") if isinstance(value, float) else str(value)
@@ -236,7 +242,8 @@ def search_section(
         where = ", ".join(f"{short[key]}={_value(best[key])}" for key in keys)
         blocks += [
             f"Best trial: #{best['trial']} with {search.objective} {best['objective']:.2f} ({better} is better) at "
-            f"{where}, run {best['run_id']}. To train it again and compare:",
+            f"{where}, run {best['run_id']}{test_number(best, search.objective)}; {split_words(search.objective)}. "
+            "To train it again and compare:",
             Code(f"python -m vae_sweep.reproduce {best['run_id']}"),
         ]
     captions = {
