@@ -609,3 +609,16 @@ def test_the_best_setting_is_chosen_on_the_validation_split_where_every_setting_
     )
     step.loc[1, names.VAL_LOSS] = None  # one setting without a validation split: the test set chooses
     assert findings.best_lines(step, ["model.latent"])[0].startswith("Lowest test loss: 99.24 at latent=200")
+
+
+def test_a_kl_answer_from_fewer_runs_than_the_setting_has_says_so():
+    step = latent_step(3, 0.3).assign(run_ids=[["a", "b", "c"], ["d", "e", "f"]])
+    assert cli.kl_settings(step, ["model.latent"], {"a", "b", "c", "d", "e", "f"}) == {
+        "latent=100": ["a", "b", "c"],
+        "latent=200": ["d", "e", "f"],
+    }
+    labels = cli.kl_settings(step, ["model.latent"], {"a", "d"})
+    assert labels == {
+        f"latent=100 (1 of its 3 runs: more than {cli.CURVE_RUN_LIMIT} runs were selected)": ["a"],
+        f"latent=200 (1 of its 3 runs: more than {cli.CURVE_RUN_LIMIT} runs were selected)": ["d"],
+    }
