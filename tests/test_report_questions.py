@@ -153,10 +153,11 @@ def test_a_difference_is_weighed_against_the_seed_spread():
     )
 
 
-def test_units_that_fall_back_to_the_prior_are_called_so():
+def test_units_that_fall_out_of_use_are_called_so_but_not_the_prior():
     runs = history("e", kl=[6.0, 4.0, 5.0], recon=[150.0, 140.0, 130.0], units=[100, 60, 40])
     (line,) = questions.kl_rise_lines(runs, {"latent=100": ["e"]})
     assert "Active units went from 60 to 40" in line and "fewer dimensions stay in use" in line
+    assert "prior" not in line  # active units alone do not say that a dimension's posterior is the prior
 
 
 def test_without_end_of_run_evaluation_the_last_epochs_units_are_compared():

@@ -89,7 +89,11 @@ def units_story(before: float, after: float) -> str:
     if after > before:
         return "the rise is new latent dimensions coming into use."
     if after < before:
-        return "fewer dimensions stay in use (the rest fall back to the prior), and those carry more information each."
+        # Per epoch only the means' variance is logged: whether the rest became the prior is not known here.
+        return (
+            "fewer dimensions stay in use (the rest have near-constant posterior means), and those carry more "
+            "information each."
+        )
     return "the same dimensions carry more information each."
 
 
