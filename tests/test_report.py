@@ -249,7 +249,10 @@ def test_best_settings_and_latent_usage(points):
 def test_findings_state_the_numbers(points):
     lines = findings.findings(points, "model.latent", ["training.epochs"])
     text = "\n".join(lines)
-    assert "Lowest test loss: 109.50 at latent=50, epochs=10 (1 run)" in text
+    assert (
+        "Lowest test loss: 109.50 at latent=50, epochs=10 (1 run); selected on the test set (loss/test): the test set "
+        "chose it, so its test number is optimistic" in text
+    )
     # The fixture's runs are grey-level ones (no data.binarize: the default): their IWAE number is no NLL.
     assert "Lowest IWAE bound, grey levels (not an NLL): 105.50 at latent=50, epochs=10" in text
     assert "IWAE NLL" not in text
@@ -572,3 +575,63 @@ def test_a_key_of_another_family_is_left_out_of_labels_and_marked_in_the_table()
     points = points.assign(seeds=1, run_ids=[["a" * 32], ["b" * 32]])
     rows = document.results_section(points, pd.DataFrame(), keys).blocks[1].rows
     assert [row[:3] for row in rows] == [["conv", document.NOT_ITS_KEY, "[16]"], ["mlp", "[200, 200]", "n/a"]]
+
+
+def latent_step(seeds: int, std: float | None) -> pd.DataFrame:
+    """Two latent sizes 0.12 nats apart, as aggregate() gives them."""
+    return pd.DataFrame(
+        {
+            "model.latent": [100, 200],
+            "seeds": [seeds, seeds],
+            names.TEST_LOSS: [99.36, 99.24],
+            f"{names.TEST_LOSS} std": [std, std],
+            "run_ids": [["a"], ["b"]],
+        }
+    )
+
+
+def test_a_difference_of_0_12_nats_is_not_drawn_across_the_whole_panel(tmp_path):
+    figure, (narrow, wide) = plt.subplots(1, 2)
+    step = latent_step(1, None)
+    narrow.errorbar(step["model.latent"], step[names.TEST_LOSS], yerr=0.0)
+    wide.plot([100, 200], [90.0, 110.0])
+    plots.widen_y(narrow)
+    plots.widen_y(wide)
+    low, high = narrow.get_ylim()
+    assert high - low >= plots.MIN_SPAN_NATS and low < 99.24 < 99.36 < high
+    assert wide.get_ylim()[1] - wide.get_ylim()[0] < 25  # a wide axis is left as the data need it
+    plt.close(figure)
+    path = plots.plot_quality_vs_x(step, "model.latent", [], tmp_path / names.FIG_QUALITY_VS_X)
+    assert path.stat().st_size > 0
+
+
+def test_the_caption_says_when_there_is_one_seed_per_point():
+    figures = {names.FIG_QUALITY_VS_X: Path(names.FIG_QUALITY_VS_X)}
+    (one,) = document.figures_section(latent_step(1, None), "model.latent", figures, "").blocks
+    assert "one seed per point, so no error bars" in one.caption
+    (several,) = document.figures_section(latent_step(3, 0.3), "model.latent", figures, "").blocks
+    assert "error bars: one std over seeds" in several.caption and "one seed per point" not in several.caption
+
+
+def test_the_best_setting_is_chosen_on_the_validation_split_where_every_setting_has_it():
+    step = latent_step(1, None).assign(**{names.VAL_LOSS: [98.0, 99.0]})
+    (line, *_) = findings.best_lines(step, ["model.latent"])
+    assert line == (
+        "Best setting: latent=100 (1 run), loss/val 98.00, test loss 99.36; selected on the validation split "
+        "(loss/val), so its test number is an unbiased estimate"
+    )
+    step.loc[1, names.VAL_LOSS] = None  # one setting without a validation split: the test set chooses
+    assert findings.best_lines(step, ["model.latent"])[0].startswith("Lowest test loss: 99.24 at latent=200")
+
+
+def test_a_kl_answer_from_fewer_runs_than_the_setting_has_says_so():
+    step = latent_step(3, 0.3).assign(run_ids=[["a", "b", "c"], ["d", "e", "f"]])
+    assert cli.kl_settings(step, ["model.latent"], {"a", "b", "c", "d", "e", "f"}) == {
+        "latent=100": ["a", "b", "c"],
+        "latent=200": ["d", "e", "f"],
+    }
+    labels = cli.kl_settings(step, ["model.latent"], {"a", "d"})
+    assert labels == {
+        f"latent=100 (1 of its 3 runs: more than {cli.CURVE_RUN_LIMIT} runs were selected)": ["a"],
+        f"latent=200 (1 of its 3 runs: more than {cli.CURVE_RUN_LIMIT} runs were selected)": ["d"],
+    }

@@ -108,10 +108,28 @@ def test_a_confounded_grid_is_said_to_be_and_compared_only_at_equal_epochs():
     assert len(lines) == 2  # latent 2 has no partner at 50 epochs; 100 → 200 at 100 epochs
     assert lines[1].startswith("At epochs=100, latent 100 → 200: test loss 99.00 → 98.80 (-0.20 nats")
     assert (
-        "active units 21.0 of 100 → 22.0 of 200: 178 of the larger model's dimensions carry no information"
-        in (lines[1])
+        "active units 21.0 of 100 → 22.0 of 200: 178 of the larger model's dimensions have near-constant posterior "
+        "means, so carry no information about the image (inferred from active units only" in lines[1]
     )
+    assert "their posterior is the prior" not in lines[1]
     assert "one seed per setting" in lines[1]
+
+
+def test_inactive_units_are_called_the_prior_only_where_their_kl_is_about_0_too():
+    grid = seed_grid().assign(**{names.Q_PRIOR_DIMS: [0.0, 79.0, 178.0]})
+    lines = questions.latent_lines(grid, LATENT, [EPOCHS])
+    assert "178 of the larger model's dimensions carry no information (their posterior is the prior" in lines[1]
+
+
+def test_inactive_units_with_kl_are_not_called_the_prior():
+    # Constant means whose variance differs from the prior's: inactive, yet each costs KL.
+    grid = seed_grid().assign(**{names.Q_PRIOR_DIMS: [0.0, 0.0, 0.0]})
+    lines = questions.latent_lines(grid, LATENT, [EPOCHS])
+    assert "posterior is the prior" not in lines[1]
+    assert (
+        "178 of the larger model's dimensions have near-constant posterior means, but only 0 a KL below 0.01 nats: "
+        "the other 178 spend KL on a posterior that is not the prior" in lines[1]
+    )
 
 
 def test_equal_budgets_are_not_called_confounded():
@@ -135,10 +153,11 @@ def test_a_difference_is_weighed_against_the_seed_spread():
     )
 
 
-def test_units_that_fall_back_to_the_prior_are_called_so():
+def test_units_that_fall_out_of_use_are_called_so_but_not_the_prior():
     runs = history("e", kl=[6.0, 4.0, 5.0], recon=[150.0, 140.0, 130.0], units=[100, 60, 40])
     (line,) = questions.kl_rise_lines(runs, {"latent=100": ["e"]})
     assert "Active units went from 60 to 40" in line and "fewer dimensions stay in use" in line
+    assert "prior" not in line  # active units alone do not say that a dimension's posterior is the prior
 
 
 def test_without_end_of_run_evaluation_the_last_epochs_units_are_compared():

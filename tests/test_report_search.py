@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from tests.test_report import ReportPage
 from vae_sweep import names
 from vae_sweep.analysis.registry import choose_best
-from vae_sweep.analysis.report import cli, plots, render, select, study, table
+from vae_sweep.analysis.report import cli, document, plots, render, select, study, table
 from vae_sweep.errors import UserError
 from vae_sweep.report import main as report_command
 
@@ -194,8 +194,32 @@ def test_the_search_section_names_the_best_trial_and_its_reproduce_command(store
     assert f"```\n{command}\n```" in report.markdown
     assert f"<pre><code>{command}</code></pre>" in (report.out / names.REPORT_HTML).read_text()
     assert "Best trial: #3 with loss/test 105.00 (lower is better) at latent=16, lr=0.002" in report.markdown
+    assert "selected on the test set (loss/test): the test set chose it, so its test number is optimistic" in (
+        report.markdown
+    )
     assert "8 trials here (5 complete, 1 failed, 2 pruned)" in report.markdown
     assert "8 runs: 5 finished, 2 pruned by the search, 1 not." in report.markdown
+
+
+def test_a_search_on_loss_val_says_its_best_trials_test_loss_is_not_chosen_by_the_test_set():
+    search = study.Search("parent", "s", None, names.VAL_LOSS, "minimize", {"model.latent": "range(2, 5)"})
+    trials = pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            "trial": [0, 1],
+            "status": ["FINISHED"] * 2,
+            "trial_state": ["COMPLETE"] * 2,
+            "model.latent": [2, 4],
+            "objective": [101.0, 100.0],
+            names.TEST_LOSS: [100.5, 100.7],
+        }
+    )
+    section = document.search_section(search, trials, study.best_trial(search, trials), "no importances", {})
+    assert (
+        "Best trial: #1 with loss/val 100.00 (lower is better) at latent=4, run b, test loss 100.70; selected on the "
+        "validation split (loss/val), so its test number is an unbiased estimate." in section.blocks[1]
+    )
+    assert "optimistic" not in " ".join(block for block in section.blocks if isinstance(block, str))
 
 
 def test_pruned_trials_have_their_own_table_and_no_place_in_the_comparisons(store, report):

@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from tests.conftest import experiment_runs, run_cli
+from vae_sweep import names
 from vae_sweep.analysis.reproduce import (
     CROSS_ENVIRONMENT_RTOL,
     Tolerance,
@@ -51,6 +52,12 @@ def test_a_metric_missing_from_the_reproduction_is_a_mismatch():
     assert not agree and any("active_units" in line and "missing" in line and "MISMATCH" in line for line in lines)
     final_lines, finals_agree = compare_finals({"loss/test": 1.0, "quality/fid": 3.0}, {"loss/test": 1.0}, 0)
     assert not finals_agree and any("quality/fid" in line and "missing" in line for line in final_lines)
+
+
+def test_a_run_from_before_a_metric_was_logged_is_compared_on_what_it_logged():
+    # quality/prior_dims is newer than many runs: a reproduction that logs it still matches one that did not.
+    lines, agree = compare_finals({"loss/test": 1.0}, {"loss/test": 1.0, names.Q_PRIOR_DIMS: 3.0}, 0)
+    assert agree and not any(names.Q_PRIOR_DIMS in line for line in lines)
 
 
 def test_final_comparison_and_provenance_differences():

@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli, serve_mlflow, train_in_process
-from vae_sweep import load_model
+from vae_sweep import load_model, names
 from vae_sweep.errors import UserError
 from vae_sweep.tracking.mlflow_tracker import MlflowTracker
 from vae_sweep.tracking.runs import NullTracker, tracked_run
@@ -136,6 +136,7 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
         assert {"quality/iwae_bound", "quality/active_units", "quality/fid", "quality/train_test_gap"} <= set(
             run.data.metrics
         )
+        assert run.data.metrics[names.Q_PRIOR_DIMS] <= int(run.data.params["model.latent"])
     figures = {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "figures")}
     assert FIGURES <= figures
     assert {a.path for a in client.list_artifacts(run_id, "hydra")} >= {"hydra/config.yaml", "hydra/overrides.yaml"}

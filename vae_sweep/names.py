@@ -70,6 +70,11 @@ Q_IWAE_K = "quality/iwae_k"  # importance samples per image
 Q_IWAE_IMAGES = "quality/iwae_images"  # test images the bound averages over
 Q_ACTIVE_UNITS = "quality/active_units"
 Q_KL_MAX_DIM = "quality/kl_max_dim"
+# Latent dimensions whose test KL against the prior, averaged over images, is below PRIOR_KL_NATS: their posterior is
+# the prior for every image. An inactive unit (constant mean) need not be one: its variance can still differ from the
+# prior's. Runs before it was logged lack it; the report then says what active units alone say.
+Q_PRIOR_DIMS = "quality/prior_dims"
+PRIOR_KL_NATS = 0.01
 Q_FID = "quality/fid"
 Q_FID_REFERENCE = "quality/fid_reference"
 Q_IS = "quality/inception_score"  # of the whole sample set

@@ -45,8 +45,13 @@ def likelihood(model: VAEModel, test: Split, eval_cfg, binarized: bool) -> dict[
 
 
 def latent_usage(posterior: Posterior, kl: Tensor) -> dict[str, float]:
-    """Active units, and the largest per-dimension KL (against the model's own prior: metrics.kl_per_dimension)."""
-    return {names.Q_ACTIVE_UNITS: metrics.active_units(posterior.mean), names.Q_KL_MAX_DIM: kl.max().item()}
+    """Active units, the largest per-dimension KL and the dimensions whose KL is about 0 (against the model's own
+    prior: metrics.kl_per_dimension)."""
+    return {
+        names.Q_ACTIVE_UNITS: metrics.active_units(posterior.mean),
+        names.Q_KL_MAX_DIM: kl.max().item(),
+        names.Q_PRIOR_DIMS: int((kl < names.PRIOR_KL_NATS).sum()),
+    }
 
 
 def load_classifier(

@@ -57,6 +57,20 @@ def curve_runs(runs: pd.DataFrame, points: pd.DataFrame) -> tuple[pd.DataFrame, 
     return representatives(points, runs), f"one run per setting (its lowest seed) of {len(runs)}"
 
 
+def kl_settings(points: pd.DataFrame, keys: list[str], fetched: set[str]) -> dict[str, list[str]]:
+    """Each setting's label and its runs whose history was fetched, which the KL's course is answered over; a label
+    says so where that is fewer runs than the setting has (one per setting above CURVE_RUN_LIMIT runs), so that one
+    seed's answer is not read as the setting's."""
+    settings = {}
+    for _, row in points.iterrows():
+        ids = [run_id for run_id in row["run_ids"] if run_id in fetched]
+        label = setting(row, keys)
+        if 0 < len(ids) < len(row["run_ids"]):
+            label += f" ({len(ids)} of its {len(row['run_ids'])} runs: more than {CURVE_RUN_LIMIT} runs were selected)"
+        settings[label] = ids
+    return settings
+
+
 def draw_figures(
     runs: pd.DataFrame, points: pd.DataFrame, x: str, others: list[str], histories: pd.DataFrame, folder: Path
 ) -> dict[str, Path]:
@@ -113,9 +127,7 @@ def write_report(client: MlflowClient, runs: pd.DataFrame, x: str, title: str, u
         curves, which = curve_runs(done, points)
         keys_fetched = tuple(dict.fromkeys(plots.HISTORY_KEYS + questions.HISTORY_KEYS))
         histories = fetch_histories(client, curves["run_id"].tolist(), keys_fetched)
-        # The KL's course is answered per setting, over each of its seeds whose history was fetched.
-        fetched = set(curves["run_id"])
-        labels = {setting(row, keys): [i for i in row["run_ids"] if i in fetched] for _, row in points.iterrows()}
+        labels = kl_settings(points, keys, set(curves["run_id"]))
         comparisons, left_out = papers.comparison(done)
         sections += [
             document.findings_section(lines),

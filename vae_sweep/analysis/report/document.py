@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from vae_sweep import names
-from vae_sweep.analysis.report import papers
-from vae_sweep.analysis.report.findings import MISSING, applies, number, setting, short_names
+from vae_sweep.analysis.report import papers, plots
+from vae_sweep.analysis.report.findings import MISSING, applies, number, setting, short_names, split_words
 from vae_sweep.analysis.report.study import Search
 from vae_sweep.analysis.report.table import (
     EPOCHS,
@@ -166,8 +166,14 @@ def figures_section(points: pd.DataFrame, x: str, figures: dict[str, Path], curv
         if has_values(points, column)
     ]
     iwae = f" and {' and '.join(bounds)}" if bounds else ""
+    spread = (
+        "one seed per point, so no error bars and no seed spread to judge a difference by"
+        if plots.one_seed_each(points)
+        else "error bars: one std over seeds (none on a point of one seed)"
+    )
     captions = {
-        names.FIG_QUALITY_VS_X: f"Test loss, reconstruction, KL{iwae} against {x}; error bars: one std over seeds.",
+        names.FIG_QUALITY_VS_X: f"Test loss, reconstruction, KL{iwae} against {x}; {spread}; each y axis spans at "
+        f"least {plots.MIN_SPAN_NATS:g} nats, so that a small difference is drawn at its size.",
         names.FIG_ACTIVE_UNITS: "Active units against latent size; the dotted line is y = x.",
         names.FIG_LEARNING_CURVES: f"Learning curves of {curves_of}: train dashed, test solid.",
         names.FIG_RATE_DISTORTION: f"Rate (KL) against distortion (reconstruction) per run, by {x}.",
@@ -202,6 +208,12 @@ def epochs_trained(trial: pd.Series) -> str:
     return str(trial["pruned_epoch"]) + (f" of {planned}" if planned is not None and pd.notna(planned) else "")
 
 
+def test_number(best: pd.Series, objective: str) -> str:
+    """The best trial's test loss beside an objective of another split."""
+    value = best.get(names.TEST_LOSS)
+    return "" if objective == names.TEST_LOSS or value is None or pd.isna(value) else f", test loss {value:.2f}"
+
+
 def _value(value: Any) -> str:
     """A searched value as short as it reads: a sampled learning rate has every digit of a float."""
     return format(value, ".4g") if isinstance(value, float) else str(value)
@@ -233,7 +245,8 @@ def search_section(
         where = ", ".join(f"{short[key]}={_value(best[key])}" for key in keys)
         blocks += [
             f"Best trial: #{best['trial']} with {search.objective} {best['objective']:.2f} ({better} is better) at "
-            f"{where}, run {best['run_id']}. To train it again and compare:",
+            f"{where}, run {best['run_id']}{test_number(best, search.objective)}; {split_words(search.objective)}. "
+            "To train it again and compare:",
             Code(f"python -m vae_sweep.reproduce {best['run_id']}"),
         ]
     captions = {

@@ -97,10 +97,41 @@ def runs_and_seeds(point: pd.Series) -> str:
     return text if runs == seeds else f"{text} of {seeds} seed{'s' if seeds > 1 else ''}"
 
 
+def selected_on(frame: pd.DataFrame) -> str:
+    """The metric that picks a winner among these runs or settings: loss/val where every one holds it, else
+    loss/test."""
+    has_val = names.VAL_LOSS in frame and not frame.empty and bool(frame[names.VAL_LOSS].notna().all())
+    return names.VAL_LOSS if has_val else names.TEST_LOSS
+
+
+def split_words(metric: str) -> str:
+    """Which data selected a winner, and what that makes of its test number."""
+    if metric.endswith(f"/{names.VAL}"):
+        return f"selected on the validation split ({metric}), so its test number is an unbiased estimate"
+    if metric.endswith("/test"):
+        return f"selected on the test set ({metric}): the test set chose it, so its test number is optimistic"
+    return f"selected on {metric}"
+
+
+def best_loss_line(points: pd.DataFrame, keys: list[str]) -> str | None:
+    """The winning setting, chosen on validation data where every setting has it, with the split that chose it."""
+    metric = selected_on(points)
+    row = best_setting(points, metric)
+    if row is None:
+        return None
+    if metric == names.VAL_LOSS:
+        return (
+            f"Best setting: {setting(row, keys)} ({runs_and_seeds(row)}), {metric} {number(row[metric])}, test loss "
+            f"{number(row[names.TEST_LOSS])}; {split_words(metric)}"
+        )
+    where = f"{setting(row, keys)} ({runs_and_seeds(row)})"
+    return f"Lowest test loss: {number(row[metric])} at {where}; {split_words(metric)}"
+
+
 def best_lines(points: pd.DataFrame, keys: list[str]) -> list[str]:
-    lines = []
+    lines = [line for line in [best_loss_line(points, keys)] if line]
     for quality in QUALITIES:
-        if quality.lower_is_better is None:
+        if quality.lower_is_better is None or quality.column == names.TEST_LOSS:
             continue
         row = best_setting(points, quality.column, quality.lower_is_better)
         if row is not None:

@@ -21,6 +21,9 @@ SPLIT_STYLES = dict(zip(names.SPLITS, ("--", "-"), strict=True))
 # The per-epoch metrics the learning curves draw, which the caller fetches for them.
 HISTORY_KEYS = tuple(names.epoch_key(split, term) for term in TERM_TITLES for split in names.SPLITS)
 LEGEND_LIMIT = 20
+# The least span of a quality panel's y axis, in nats: autoscaled, 99.36 -> 99.24 nats (0.12, within any seed spread)
+# filled the panel from top to bottom like a cliff. A difference the saturation threshold (1 nat) counts stays visible.
+MIN_SPAN_NATS = 4.0
 # More distinct x values than this, each of one run, are a search's samples rather than a grid's steps; as many ticks
 # would also overlap.
 GRID_LIMIT = 12
@@ -59,9 +62,21 @@ def _title(column: str) -> str:
     return next(quality.name for quality in QUALITIES if quality.column == column)
 
 
+def widen_y(ax, min_span: float = MIN_SPAN_NATS) -> None:
+    """The y axis as autoscaled to the data and their error bars, widened about its middle to min_span if narrower."""
+    low, high = ax.get_ylim()
+    if high - low < min_span:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - min_span / 2, middle + min_span / 2)
+
+
+def one_seed_each(points: pd.DataFrame) -> bool:
+    return bool((points["seeds"] == 1).all())
+
+
 def plot_quality_vs_x(points: pd.DataFrame, x: str, others: list[str], path: Path) -> Path:
     """One panel per loss term (and the IWAE bounds when present) against x, a line per setting of the other swept
-    params (or a scatter, see draws_lines), error bars one std over seeds."""
+    params (or a scatter, see draws_lines), error bars one std over seeds, each y axis at least MIN_SPAN_NATS."""
     panels = [column for column in CURVES if has_values(points, column)]
     drawn = lines_of(points, x, others)
     with saved_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4.5), squeeze=False) as (fig, axes):
@@ -73,12 +88,14 @@ def plot_quality_vs_x(points: pd.DataFrame, x: str, others: list[str], path: Pat
                 )
             if x == LATENT:
                 _label_log_x(ax, points[x])
+            widen_y(ax)
             ax.set_title(_title(column))
             ax.set_xlabel(x)
             ax.set_ylabel("nats per test image")
             if any(label for label, _, _ in drawn):
                 ax.legend(fontsize="small")
-        fig.suptitle(f"Test-set quality against {x} (mean ± std over seeds)")
+        spread = "one seed per point: no error bars" if one_seed_each(points) else "mean ± std over seeds"
+        fig.suptitle(f"Test-set quality against {x} ({spread}; each y axis spans ≥ {MIN_SPAN_NATS:g} nats)")
     return path
 
 

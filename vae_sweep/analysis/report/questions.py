@@ -89,7 +89,11 @@ def units_story(before: float, after: float) -> str:
     if after > before:
         return "the rise is new latent dimensions coming into use."
     if after < before:
-        return "fewer dimensions stay in use (the rest fall back to the prior), and those carry more information each."
+        # Per epoch only the means' variance is logged: whether the rest became the prior is not known here.
+        return (
+            "fewer dimensions stay in use (the rest have near-constant posterior means), and those carry more "
+            "information each."
+        )
     return "the same dimensions carry more information each."
 
 
@@ -200,6 +204,27 @@ def against_spread(difference: float, first: pd.Series, second: pd.Series, metri
     )
 
 
+def unused_words(large: pd.Series, unused: float) -> str:
+    """What the larger model's inactive units are: the prior only where the per-dimension KL says so too."""
+    prior = large.get(names.Q_PRIOR_DIMS)
+    if prior is None or pd.isna(prior):
+        return (
+            f"{unused:.0f} of the larger model's dimensions have near-constant posterior means, so carry no "
+            "information about the image (inferred from active units only: these runs did not log the count of "
+            "dimensions whose KL is about 0, so whether they are the prior is not checked)"
+        )
+    if prior >= unused - 0.5:
+        return (
+            f"{unused:.0f} of the larger model's dimensions carry no information (their posterior is the prior: "
+            f"KL below {names.PRIOR_KL_NATS:g} nats in {prior:.0f} of them)"
+        )
+    return (
+        f"{unused:.0f} of the larger model's dimensions have near-constant posterior means, but only {prior:.0f} a "
+        f"KL below {names.PRIOR_KL_NATS:g} nats: the other {unused - prior:.0f} spend KL on a posterior that is "
+        "not the prior"
+    )
+
+
 def latent_step_line(where: str, small: pd.Series, large: pd.Series) -> str:
     """Two neighbouring latent sizes at the same setting of everything else: loss, active units, and their spread."""
     loss = names.TEST_LOSS
@@ -213,13 +238,12 @@ def latent_step_line(where: str, small: pd.Series, large: pd.Series) -> str:
         names.Q_ACTIVE_UNITS if has_values(pd.DataFrame([small, large]), names.Q_ACTIVE_UNITS) else names.ACTIVE_UNITS
     )
     if units in small and pd.notna(small[units]) and pd.notna(large[units]):
-        unused = large[LATENT] - large[units]
-        text += (
-            f"; active units {small[units]:.1f} of {small[LATENT]} → {large[units]:.1f} of {large[LATENT]}"
-            + (f": {unused:.0f} of the larger model's dimensions carry no information (their posterior is the prior), "
-               "so both models code the images in about the same number of dimensions"
-               if large[units] - small[units] < 0.1 * (large[LATENT] - small[LATENT]) else "")
-        )  # fmt: skip
+        text += f"; active units {small[units]:.1f} of {small[LATENT]} → {large[units]:.1f} of {large[LATENT]}"
+        if large[units] - small[units] < 0.1 * (large[LATENT] - small[LATENT]):
+            text += (
+                f": {unused_words(large, large[LATENT] - large[units])}; both models code the images in about the "
+                "same number of dimensions"
+            )
     return text + "."
 
 
