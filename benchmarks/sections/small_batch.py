@@ -59,7 +59,7 @@ def floor(model, optimizer) -> dict:
     return {"matmul_pass_s": matmul_s * steps, "adam_pass_s": adam_s * steps, "pass_tflop": flops * steps / 1e12}
 
 
-def variants(ctx: Context) -> dict:
+def variants() -> dict:
     """label -> (model, optimizer), the same initial weights; the compiled one's loss goes through torch.compile with
     the eager noise (fallback_random), so that only the fusion of its ops differs."""
     import torch._inductor.config as inductor
@@ -82,7 +82,7 @@ def measure(ctx: Context) -> dict:
 
     train, _ = ctx.data()
     torch.set_flush_denormal(True)  # as fit() does
-    made = variants(ctx)
+    made = variants()
     began = time.perf_counter()
     torch.set_num_threads(1)
     train_epoch(*made[COMPILED_1], train, BATCH, torch.Generator().manual_seed(0), 1.0, True, False, 0)

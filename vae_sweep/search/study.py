@@ -379,14 +379,15 @@ def wait_for_twin(
 ) -> FrozenTrial | None:
     """Wait while a twin of this trial runs (its job would be refused as busy), then the twin as it ended; None when
     there was none. A twin that dies is not waited for: this trial's job resumes its run from the checkpoint."""
-    first = running_twin(study, trial, timeout_s)
-    if first is None:
+    running = running_twin(study, trial, timeout_s)
+    if running is None:
         return None
-    trial.set_user_attr(TWIN_OF, first.number)
-    while (twin := running_twin(study, trial, timeout_s)) is not None:
+    trial.set_user_attr(TWIN_OF, running.number)
+    while running is not None:
+        twin = running
         time.sleep(min(poll_s, timeout_s / 4))
-        first = twin
-    return study._storage.get_trial(first._trial_id)
+        running = running_twin(study, trial, timeout_s)
+    return study._storage.get_trial(twin._trial_id)
 
 
 def prune_like(study: optuna.Study, trial: optuna.Trial, twin: FrozenTrial) -> None:

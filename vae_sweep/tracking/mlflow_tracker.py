@@ -94,6 +94,11 @@ def _retried(call: Callable[[], T], transient: tuple[str, ...], tries: int) -> T
             time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))  # apart, not in step with the others
 
 
+def heartbeat_tag(now: float) -> RunTag:
+    """The run's liveness tag at Unix time `now`, to the millisecond: whole seconds alone can exceed a short timeout."""
+    return RunTag(names.TAG_HEARTBEAT, f"{now:.3f}")
+
+
 class MlflowTracker:
     def __init__(self, client: MlflowClient, run_id: str, experiment_id: str):
         self.client = client
@@ -125,12 +130,12 @@ class MlflowTracker:
         """The epoch's metrics and a heartbeat tag in one call: a resumed sweep tells live runs from dead ones."""
         now = time.time()
         entries = [Metric(key, float(value), int(now * 1000), epoch) for key, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=entries, tags=[RunTag(names.TAG_HEARTBEAT, f"{now:.3f}")])
+        self.client.log_batch(self.run_id, metrics=entries, tags=[heartbeat_tag(now)])
 
     def beat(self) -> None:
         """The heartbeat tag alone, from the heartbeat's thread (tracking.heartbeat): not a store_call, whose held
         section is the main thread's; tried again while SQLite is locked."""
-        tag = RunTag(names.TAG_HEARTBEAT, f"{time.time():.3f}")
+        tag = heartbeat_tag(time.time())
         _retried(lambda: self.client.log_batch(self.run_id, tags=[tag]), ("database is locked",), SQLITE_LOCKED_TRIES)
 
     @store_call
