@@ -1,5 +1,6 @@
 import copy
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -50,13 +51,37 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+FRESH = "fresh_workdir"
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """The per-user cache of one test process: each dataset's FID classifier is trained there once (~4 s), as on a
+    user's machine, and later jobs load it."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def blank_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made and nothing in them: MLflow's migrations cost ~2 s per new store."""
+    folder = tmp_path_factory.mktemp("blank-store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # MLflow places the default experiment's artifacts under the working directory
+        MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
-def workdir(tmp_path, tiny_data, monkeypatch) -> Path:
-    """A fresh project root for CLI runs: outputs, multirun/ and mlflow.db land here; the FID classifier's per-user
-    cache too, rather than in the real user's."""
+def workdir(request, tmp_path, tiny_data, monkeypatch, shared_cache, blank_store) -> Path:
+    """A project root for CLI runs: outputs, multirun/ and mlflow.db land here, the FID classifier's cache in the
+    test process's own (never the real user's). It starts with an empty store and the classifiers earlier tests
+    trained; a test marked `fresh_workdir` starts as on a new machine: no store and an empty cache of its own."""
+    fresh = request.node.get_closest_marker(FRESH) is not None
     monkeypatch.setenv("VAE_SWEEP_DATA_DIR", str(tiny_data))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache" if fresh else shared_cache))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if not fresh:
+        shutil.copy(blank_store, tmp_path / "mlflow.db")
     return tmp_path
 
 
@@ -101,9 +126,10 @@ def experiment_runs(
     uri: str, experiment: str = "vae_sweep", filter_string: str = "", parents: bool = False
 ) -> tuple[MlflowClient, list[Run]]:
     """A client on the store and the job runs of one of its experiments (matching an MLflow filter, if given); with
-    `parents`, the sweeps' parent runs instead."""
+    `parents`, the sweeps' parent runs instead; none where the store has no such experiment."""
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], filter_string)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], filter_string) if found else []
     return client, [run for run in runs if (names.TAG_SWEEP_KIND in run.data.tags) == parents]
 
 

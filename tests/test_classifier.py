@@ -167,6 +167,7 @@ def test_reaches_985_percent_on_real_mnist(tmp_path):
     assert accuracy >= 0.985
 
 
+@pytest.mark.fresh_workdir
 def test_the_cache_is_per_user_and_found_from_another_working_directory(workdir, tmp_path_factory, monkeypatch):
     scorers = []
     load_classifier = quality.load_classifier

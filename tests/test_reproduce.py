@@ -178,6 +178,7 @@ def test_a_shorter_reproduction_is_a_mismatch_that_prints_the_common_epochs(work
     assert "the original has 2 epochs, the reproduction 1" in result.stdout and "MISMATCH (atol 0)" in result.stdout
 
 
+@pytest.mark.fresh_workdir  # no store yet: the error says so
 def test_unknown_run_and_missing_folder_are_one_clear_error(workdir, monkeypatch, capsys):
     (workdir / "empty").mkdir()
     monkeypatch.chdir(workdir)

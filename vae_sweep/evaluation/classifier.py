@@ -88,6 +88,8 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(FEATURES, classes))
+        # oneDNN's convolutions (backward above all) run ~25% faster on channels-last weights here (benchmarks/RESULTS.md).
+        self.to(memory_format=torch.channels_last)
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations (N, 128) of flat (N, C*H*W) images in [0, 1]."""
