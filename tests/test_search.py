@@ -17,7 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from tests import postgres
-from tests.conftest import REPO, compose_job, experiment_runs, free_port, run_cli
+from tests.conftest import REPO, compose_job, experiment_runs, run_cli
 from vae_sweep import names
 from vae_sweep.errors import ConfigError
 from vae_sweep.jobs import trial as trial_hooks
@@ -507,19 +507,17 @@ def test_a_failed_trial_fails_the_search_once_and_counts_against_its_budget(work
 
 
 @pytest.mark.slow
-def test_a_search_on_postgresql_with_submitit_workers(workdir):
-    reason = postgres.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with postgres.postgres_server(free_port(), "optuna") as storage:
-        result = search(
-            workdir, *SPACE, "hydra/launcher=submitit_local", "search.trials=4", "search.parallel=2",
-            f"search.storage={storage}", "training.epochs=2",
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        (summary,) = optuna.get_all_study_summaries(storage)
-        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
-        assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+def test_a_search_on_postgresql_with_submitit_workers(workdir, postgres_storage):
+    # A database of its own, so that its study is the only one, on the session's server rather than a server of its own.
+    storage = postgres.create_database(postgres_storage, "submitit_search")
+    result = search(
+        workdir, *SPACE, "hydra/launcher=submitit_local", "search.trials=4", "search.parallel=2",
+        f"search.storage={storage}", "training.epochs=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     _, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     assert sorted(int(run.data.tags[names.TAG_TRIAL]) for run in runs) == [0, 1, 2, 3]
 
