@@ -17,7 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from tests import postgres
-from tests.conftest import REPO, compose_job, experiment_runs, free_port, run_cli
+from tests.conftest import REPO, compose_job, experiment_runs, run_cli
 from vae_sweep import names
 from vae_sweep.errors import ConfigError
 from vae_sweep.jobs import trial as trial_hooks
@@ -390,9 +390,11 @@ def test_parallel_trials_do_not_wait_for_a_slow_one(workdir):
 
 @pytest.mark.slow
 def test_kill_9_of_a_worker_then_the_same_command_resumes_its_trial(workdir):
+    # 30 epochs: the kill lands within a poll (0.2 s) of a trial's second epoch, long before its last; more epochs only
+    # made both commands train longer.
     command = [
         sys.executable, "-m", "vae_sweep", "-m", "hydra/sweeper=search", *FAST, "search.trials=3", "search.parallel=2",
-        "search.sampler=grid", "search.space.model.latent=choice(2,3,4)", "training.epochs=60", "model.hidden=[256]",
+        "search.sampler=grid", "search.space.model.latent=choice(2,3,4)", "training.epochs=30", "model.hidden=[256]",
         "data.validation=100",
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -423,7 +425,7 @@ def test_kill_9_of_a_worker_then_the_same_command_resumes_its_trial(workdir):
     resumed = [run for run in runs if run.data.tags.get(names.TAG_RESUMED) == "true"]
     assert resumed, "the killed trial's run continued from its checkpoint"
     steps = [m.step for m in client.get_metric_history(resumed[0].info.run_id, names.TEST_LOSS)]
-    assert sorted(set(steps)) == list(range(1, 61))
+    assert sorted(set(steps)) == list(range(1, 31))
 
 
 def wait_for_a_trial_in_training(workdir: Path, process: subprocess.Popen, timeout: float = 300):
@@ -507,19 +509,17 @@ def test_a_failed_trial_fails_the_search_once_and_counts_against_its_budget(work
 
 
 @pytest.mark.slow
-def test_a_search_on_postgresql_with_submitit_workers(workdir):
-    reason = postgres.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with postgres.postgres_server(free_port(), "optuna") as storage:
-        result = search(
-            workdir, *SPACE, "hydra/launcher=submitit_local", "search.trials=4", "search.parallel=2",
-            f"search.storage={storage}", "training.epochs=2",
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        (summary,) = optuna.get_all_study_summaries(storage)
-        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
-        assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+def test_a_search_on_postgresql_with_submitit_workers(workdir, postgres_storage):
+    # A database of its own, so that its study is the only one, on the session's server rather than a server of its own.
+    storage = postgres.create_database(postgres_storage, "submitit_search")
+    result = search(
+        workdir, *SPACE, "hydra/launcher=submitit_local", "search.trials=4", "search.parallel=2",
+        f"search.storage={storage}", "training.epochs=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     _, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
     assert sorted(int(run.data.tags[names.TAG_TRIAL]) for run in runs) == [0, 1, 2, 3]
 

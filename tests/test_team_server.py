@@ -11,12 +11,14 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
-from tests.conftest import experiment_runs, run_cli, serve_mlflow
+from tests.conftest import experiment_runs, serve_mlflow
 
 ADMIN = ("admin", "admin-pass-7f3e")
 MEMBER = ("alice", "alice-pass-41c9")
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 SMALL_JOB = ("training.epochs=1", "model.hidden=[16]", "eval.enabled=false")
+# The jobs here run in this process (cli_in_process): what they test is the server's login, which a process of their
+# own would only reach seconds of imports later.
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +76,9 @@ def test_members_log_into_shared_experiments_but_delete_only_their_own(team_serv
 
 
 @pytest.mark.slow
-def test_a_members_sweep_lands_its_runs(team_server, workdir, monkeypatch):
+def test_a_members_sweep_lands_its_runs(team_server, workdir, monkeypatch, cli_in_process):
     sign_in(monkeypatch, *MEMBER)
-    result = run_cli("vae_sweep", "-m", "model.latent=2,3", *SMALL_JOB, f"tracking.uri={team_server}", cwd=workdir)
+    result = cli_in_process("-m", "model.latent=2,3", *SMALL_JOB, f"tracking.uri={team_server}", cwd=workdir)
     assert result.returncode == 0, result.stderr
     _, runs = experiment_runs(team_server)
     assert sorted(run.data.params["model.latent"] for run in runs) == ["2", "3"]
@@ -95,19 +97,20 @@ def check_stopped_before_training(result, mentions: str, server: str, experiment
 
 
 @pytest.mark.slow
-def test_a_job_without_a_login_stops_in_one_error(team_server, workdir, monkeypatch):
+def test_a_job_without_a_login_stops_in_one_error(team_server, workdir, monkeypatch, cli_in_process):
     sign_in(monkeypatch, None, None)
     server = f"tracking.uri={team_server}"
-    result = run_cli("vae_sweep", *SMALL_JOB, server, "tracking.experiment=anonymous", cwd=workdir)
+    result = cli_in_process(*SMALL_JOB, server, "tracking.experiment=anonymous", cwd=workdir)
     check_stopped_before_training(result, "requires a login (HTTP 401)", team_server, "anonymous", workdir, monkeypatch)
 
 
 @pytest.mark.slow
-def test_a_sweep_with_a_wrong_password_stops_in_one_error_before_any_job(team_server, workdir, monkeypatch):
+def test_a_sweep_with_a_wrong_password_stops_in_one_error_before_any_job(
+    team_server, workdir, monkeypatch, cli_in_process
+):
     sign_in(monkeypatch, MEMBER[0], "not-her-password")
-    result = run_cli(
-        "vae_sweep", "-m", "model.latent=2,3", *SMALL_JOB, f"tracking.uri={team_server}", "tracking.experiment=wrong",
-        cwd=workdir,
-    )  # fmt: skip
+    result = cli_in_process(
+        "-m", "model.latent=2,3", *SMALL_JOB, f"tracking.uri={team_server}", "tracking.experiment=wrong", cwd=workdir
+    )
     refused = "refused the login of user 'alice' (HTTP 401)"
     check_stopped_before_training(result, refused, team_server, "wrong", workdir, monkeypatch)

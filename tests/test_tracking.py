@@ -188,12 +188,14 @@ def test_multirun_leaves_one_complete_run_per_job(workdir, cli_in_process):
 
 @pytest.mark.slow
 def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
+    # As many jobs as workers: all of them open the fresh store at once, the race this is about; a second round of
+    # jobs would find it made.
     result = run_cli(
         "vae_sweep",
         "-m",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=4",
-        "model.latent=2,3,4,5,6,7,8,9",
+        "model.latent=2,3,4,5",
         "training.epochs=1",
         "model.hidden=[32]",
         "training.threads=1",
@@ -202,7 +204,7 @@ def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
     )
     assert result.returncode == 0, result.stderr
     client, runs = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
-    assert len(runs) == 8
+    assert len(runs) == 4
     for run in runs:
         check_complete_run(client, run, epochs=1)
 
@@ -287,9 +289,9 @@ def test_a_job_in_process_is_one_complete_run(workdir):
     assert (workdir / "outputs" / "in-process" / "history.csv").is_file()
 
 
-def test_unreachable_tracking_uri_stops_before_training(workdir):
+def test_unreachable_tracking_uri_stops_before_training(workdir, cli_in_process):
     uri = f"http://127.0.0.1:{free_port()}"
-    result = run_cli("vae_sweep", f"tracking.uri={uri}", "training.epochs=1", cwd=workdir)
+    result = cli_in_process(f"tracking.uri={uri}", "training.epochs=1", cwd=workdir)
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: tracking.uri={uri} is unreachable")
     assert not list(workdir.glob("outputs/*/*/history.csv"))
