@@ -147,6 +147,7 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.fresh_workdir  # one of its jobs trains the FID classifier
 def test_multirun_leaves_one_complete_run_per_job(workdir, cli_in_process):
     result = cli_in_process(
         "-m", "model.latent=2,3", "training.epochs=2", "model.hidden=[32]", "eval.samples=200",
@@ -187,6 +188,7 @@ def test_multirun_leaves_one_complete_run_per_job(workdir, cli_in_process):
 
 
 @pytest.mark.slow
+@pytest.mark.fresh_workdir
 def test_parallel_jobs_on_a_fresh_store_all_finish(workdir):
     # As many jobs as workers: all of them open the fresh store at once, the race this is about; a second round of
     # jobs would find it made.
@@ -245,6 +247,7 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.fresh_workdir  # and leaves no local store
 def test_a_job_tracked_by_a_real_server(workdir, mlflow_server):
     train_in_process(
         workdir, f"tracking.uri={mlflow_server}", "training.epochs=1", "model.hidden=[32]", "eval.samples=200",
