@@ -1,5 +1,6 @@
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -110,10 +111,10 @@ def finished_job(workdir, trained_folder):
 
 
 @pytest.mark.slow
-def test_reproducing_from_the_run_id_gives_identical_histories(workdir, finished_job):
+def test_reproducing_from_the_run_id_gives_identical_histories(workdir, finished_job, reproduce):
     uri = f"sqlite:///{workdir}/mlflow.db"
     client, (original,) = experiment_runs(uri)
-    result = run_cli("vae_sweep.reproduce", original.info.run_id, cwd=workdir)
+    result = reproduce(original.info.run_id, cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MATCH (atol 0)" in result.stdout and "MISMATCH" not in result.stdout
     assert "loss/test" in result.stdout
@@ -125,54 +126,73 @@ def test_reproducing_from_the_run_id_gives_identical_histories(workdir, finished
         assert first == again and len(first) == 2
 
 
+@pytest.fixture
+def reproduce(monkeypatch, capsys):
+    """`python -m vae_sweep.reproduce ARGS` from `cwd`, run in this process: the job it reruns is a process of its own
+    anyway, so a second process would only add seconds of imports. Returns what run_cli does."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    def run(*args: str, cwd) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        GlobalHydra.instance().clear()
+        capsys.readouterr()
+        try:
+            code = reproduce_main(list(args))
+        finally:
+            GlobalHydra.instance().clear()
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["vae_sweep.reproduce", *args], code, out.out, out.err)
+
+    return run
+
+
 def run_ids(workdir):
     return experiment_runs(f"sqlite:///{workdir}/mlflow.db")
 
 
 @pytest.mark.slow
-def test_a_run_trained_at_1_thread_reproduces_exactly_from_a_process_whose_default_is_2(workdir, monkeypatch):
+def test_a_run_trained_at_1_thread_reproduces_exactly_from_a_process_whose_default_is_2(
+    workdir, monkeypatch, reproduce
+):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torch's default thread count in the processes started below
-    trained = run_cli("vae_sweep", *TRAIN, cwd=workdir)
+    # Without evaluation: the thread count shows in the per-epoch losses, and its three jobs skip the figures and FID.
+    trained = run_cli("vae_sweep", *TRAIN, "eval.enabled=false", cwd=workdir)
     assert trained.returncode == 0, trained.stderr
     _, (original,) = run_ids(workdir)
     assert original.data.tags["torch.threads"] == "1" and original.data.tags["torch.device"] == "cpu"
 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    result = run_cli("vae_sweep.reproduce", original.info.run_id, cwd=workdir)
+    result = reproduce(original.info.run_id, cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MATCH (atol 0)" in result.stdout and "MISMATCH" not in result.stdout
     assert "restored from the run: training.threads=1 training.device=cpu" in result.stderr
 
-    forced = run_cli("vae_sweep.reproduce", original.info.run_id, "training.threads=2", cwd=workdir)
+    forced = reproduce(original.info.run_id, "training.threads=2", cwd=workdir)
     assert forced.returncode == 1 and "MISMATCH (atol 0)" in forced.stdout
     assert "likely reason: training.threads=2 (the run recorded 1)" in forced.stdout
 
 
 @pytest.mark.slow
-def test_reproducing_from_the_job_folder_and_detecting_a_changed_seed(workdir, finished_job):
-    same = run_cli("vae_sweep.reproduce", str(finished_job), "tracking.enabled=false", cwd=workdir)
+def test_reproducing_from_the_job_folder_and_detecting_a_changed_seed(workdir, finished_job, reproduce):
+    same = reproduce(str(finished_job), "tracking.enabled=false", cwd=workdir)
     assert same.returncode == 0, same.stdout + same.stderr
     assert "MATCH (atol 0)" in same.stdout
-    changed = run_cli(
-        "vae_sweep.reproduce", str(finished_job), "training.seed=1", "tracking.enabled=false", cwd=workdir
-    )
+    changed = reproduce(str(finished_job), "training.seed=1", "tracking.enabled=false", cwd=workdir)
     assert changed.returncode == 1
     assert "MISMATCH" in changed.stdout and "loss/test" in changed.stdout
 
 
 @pytest.mark.slow
-def test_a_tampered_stored_param_is_reported(workdir, finished_job):
+def test_a_tampered_stored_param_is_reported(workdir, finished_job, reproduce):
     stored = finished_job / ".hydra" / "config.yaml"
     stored.write_text(stored.read_text().replace("lr: 0.001", "lr: 0.002"))
-    result = run_cli("vae_sweep.reproduce", str(finished_job), "tracking.enabled=false", cwd=workdir)
+    result = reproduce(str(finished_job), "tracking.enabled=false", cwd=workdir)
     assert result.returncode == 1 and "MISMATCH" in result.stdout
 
 
 @pytest.mark.slow
-def test_a_shorter_reproduction_is_a_mismatch_that_prints_the_common_epochs(workdir, finished_job):
-    result = run_cli(
-        "vae_sweep.reproduce", str(finished_job), "training.epochs=1", "tracking.enabled=false", cwd=workdir
-    )
+def test_a_shorter_reproduction_is_a_mismatch_that_prints_the_common_epochs(workdir, finished_job, reproduce):
+    result = reproduce(str(finished_job), "training.epochs=1", "tracking.enabled=false", cwd=workdir)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "epochs 1..1" in result.stdout and "final metrics not compared" in result.stdout
     assert "the original has 2 epochs, the reproduction 1" in result.stdout and "MISMATCH (atol 0)" in result.stdout
@@ -189,7 +209,7 @@ def test_unknown_run_and_missing_folder_are_one_clear_error(workdir, monkeypatch
 
 
 @pytest.mark.slow
-def test_unknown_run_id_in_an_existing_store(workdir, finished_job):
-    result = run_cli("vae_sweep.reproduce", "0123abcd", cwd=workdir)
+def test_unknown_run_id_in_an_existing_store(workdir, finished_job, reproduce):
+    result = reproduce("0123abcd", cwd=workdir)
     assert result.returncode == 1 and "No run '0123abcd'" in result.stderr
     json.loads((finished_job / "provenance.json").read_text())

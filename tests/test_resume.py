@@ -142,8 +142,10 @@ def slow_data(tmp_path_factory):
 
 
 # Two separate sweeps agree bit for bit at the same thread count, which a lone job otherwise takes from the load on
-# the machine as it starts (a resumed run keeps its own).
-SWEEP = ("-m", "model.latent=2,3", "training.epochs=8", "eval.enabled=false", "training.threads=1")
+# the machine as it starts (a resumed run keeps its own). 4 epochs: the kill after the first epoch's checkpoint still
+# lands three epochs before the first job ends.
+EPOCHS = 4
+SWEEP = ("-m", "model.latent=2,3", f"training.epochs={EPOCHS}", "eval.enabled=false", "training.threads=1")
 
 
 def runs_of(workdir):
@@ -178,7 +180,7 @@ def by_latent(runs):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_data, monkeypatch):
+def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_data, monkeypatch, cli_in_process):
     monkeypatch.setenv("VAE_SWEEP_DATA_DIR", str(slow_data))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
@@ -200,19 +202,22 @@ def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_da
     for latent, run in by_latent(runs).items():
         expected = by_latent(reference_runs)[latent]
         got = histories(client, run)
-        assert [step for step, _ in got["loss/test"]] == list(range(1, 9))
+        assert [step for step, _ in got["loss/test"]] == list(range(1, EPOCHS + 1))
         assert got == histories(reference_client, expected)
         assert run.data.metrics["loss/test"] == expected.data.metrics["loss/test"]
     assert not list((interrupted / "checkpoints").glob("*.pt"))
 
-    third = run_cli("vae_sweep", *SWEEP, cwd=interrupted)
+    threads = torch.get_num_threads()
+    third = cli_in_process(*SWEEP, cwd=interrupted)  # it only skips: a process of its own would add just its imports
+    torch.set_num_threads(threads)  # this worker's later tests keep their own, whatever training.threads=1 set
     assert third.returncode == 0 and third.stdout.count("already FINISHED") == 2
     assert len(runs_of(interrupted)[1]) == 2
 
 
 @pytest.mark.slow
 def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
-    process = start(workdir, slow_data, "training.epochs=6", "eval.enabled=false")
+    # 3 epochs: stopped after the first one's checkpoint, the run still has two to resume.
+    process = start(workdir, slow_data, "training.epochs=3", "eval.enabled=false")
     wait_for_checkpoint(workdir, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -222,7 +227,7 @@ def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
     assert list((workdir / "checkpoints").glob("*.pt"))
 
     env_result = subprocess.run(
-        [sys.executable, "-m", "vae_sweep", "training.epochs=6", "eval.enabled=false"],
+        [sys.executable, "-m", "vae_sweep", "training.epochs=3", "eval.enabled=false"],
         cwd=workdir, capture_output=True, text=True,
         env=dict(os.environ, PYTHONPATH=str(REPO), VAE_SWEEP_DATA_DIR=str(slow_data)),
     )  # fmt: skip
@@ -230,7 +235,7 @@ def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
     assert "resuming after epoch" in env_result.stdout
     client, runs = runs_of(workdir)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/train")] == list(range(1, 7))
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/train")] == list(range(1, 4))
 
 
 def test_resume_never_forces_a_new_run(workdir):
