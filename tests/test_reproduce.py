@@ -103,9 +103,11 @@ def trained_folder(tmp_path_factory, tiny_data):
 
 
 @pytest.fixture
-def finished_job(workdir, trained_folder):
-    """That job, copied into this test's workdir: tests change its folder and add runs to its store."""
+def finished_job(workdir, trained_folder, monkeypatch):
+    """That job, copied into this test's workdir: tests change its folder and add runs to its store. Its FID
+    classifier comes with it: one trained elsewhere (another thread count) would score its samples differently."""
     shutil.copytree(trained_folder, workdir, dirs_exist_ok=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
     (job,) = [p.parent.parent for p in workdir.glob("outputs/*/*/.hydra/config.yaml")]
     return job
 
