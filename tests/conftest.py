@@ -11,6 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
 
+# xdist's workers share the machine's cores: each takes its share as torch threads, and so do the processes its tests
+# start (a test that needs another count sets OMP_NUM_THREADS itself). With more threads than that, OpenMP's threads
+# spin-wait on cores the other workers hold, and burn the CPU time the suite is short of.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+
 import numpy as np
 import pytest
 from mlflow.entities import Run

@@ -1,5 +1,7 @@
 """How many threads a job trains with: what decides it, and in which order."""
 
+import pytest
+
 from vae_sweep.jobs import runtime
 from vae_sweep.jobs.runtime import job_threads
 
@@ -24,6 +26,9 @@ def test_a_lone_job_leaves_out_the_cores_other_processes_hold(monkeypatch):
     # Never more than torch's own default (physical cores, OMP_NUM_THREADS), even with every core free.
     monkeypatch.setattr(runtime, "busy_cores", lambda: 0.0)
     assert runtime.free_cores(default=2) == 2
+    # One thread by default (OMP_NUM_THREADS=1, one core) is one thread: no load sample is taken, as it would sleep.
+    monkeypatch.setattr(runtime, "busy_cores", lambda: pytest.fail("sampled the load for a one-thread default"))
+    assert runtime.free_cores(default=1) == 1
     monkeypatch.setattr(runtime, "free_cores", lambda: 3)
     assert job_threads(0, {}, None) == 3
 

@@ -77,6 +77,8 @@ def free_cores(default: int = TORCH_DEFAULT_THREADS) -> int:
     several times as long per batch as 1 thread (benchmarks/RESULTS.md, "Busy machine"). The count is fixed for the
     run, since it changes float rounding.
     """
+    if default <= 1:
+        return 1  # nothing to leave out: skip the load sample, which sleeps
     busy = busy_cores()
     if busy is None:
         return default
