@@ -36,6 +36,7 @@ def test_multirun_trains_one_job_per_sweep_point(workdir, cli_in_process, own_th
         "model.hidden=[64]",
         "tracking.enabled=false",
         "eval.enabled=false",
+        "tracking.figures=false",
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
@@ -67,6 +68,7 @@ def test_seed_experiment_is_exactly_three_jobs(workdir, cli_in_process, own_thre
         "model.hidden=[32]",
         "tracking.enabled=false",
         "eval.enabled=false",
+        "tracking.figures=false",
         cwd=workdir,
     )
     assert result.returncode == 0, result.stderr

@@ -496,7 +496,10 @@ def test_an_empty_selection_exits_1_with_one_line(store, tmp_path):
 @pytest.mark.slow
 def test_the_bare_command_reports_the_sweep_just_run(workdir, cli_in_process, capsys):
     # Both commands in this process: the sweep's basic launcher runs its jobs here too.
-    sweep = cli_in_process("-m", "model.latent=2,3", "training.epochs=1", "model.hidden=[32]", cwd=workdir)
+    sweep = cli_in_process(
+        "-m", "model.latent=2,3", "training.epochs=1", "model.hidden=[32]", "eval.samples=200", "eval.iwae_k=5",
+        cwd=workdir,
+    )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr
     assert report_command([]) == 0
     folder = Path(capsys.readouterr().out.splitlines()[-1])

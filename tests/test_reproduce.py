@@ -17,7 +17,10 @@ from vae_sweep.analysis.reproduce import (
 )
 from vae_sweep.reproduce import main as reproduce_main
 
-TRAIN = ("model.hidden=[32]", "model.latent=3", "training.epochs=2", "eval.samples=200", "eval.iwae_k=5")
+TRAIN = (
+    "model.hidden=[32]", "model.latent=3", "training.epochs=2", "eval.samples=200", "eval.iwae_k=5",
+    "tracking.figures=false",
+)  # fmt: skip
 
 
 def test_history_comparison_flags_any_difference_beyond_atol():

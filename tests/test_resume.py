@@ -145,7 +145,8 @@ def slow_data(tmp_path_factory):
 # the machine as it starts (a resumed run keeps its own). 4 epochs: the kill after the first epoch's checkpoint still
 # lands three epochs before the first job ends.
 EPOCHS = 4
-SWEEP = ("-m", "model.latent=2,3", f"training.epochs={EPOCHS}", "eval.enabled=false", "training.threads=1")
+SWEEP = ("-m", "model.latent=2,3", f"training.epochs={EPOCHS}", "eval.enabled=false", "training.threads=1",
+         "tracking.figures=false")  # fmt: skip
 
 
 def runs_of(workdir):
@@ -217,7 +218,7 @@ def test_kill_9_mid_sweep_then_rerun_finishes_every_point_once(tmp_path, slow_da
 @pytest.mark.slow
 def test_ctrl_c_marks_the_run_killed_and_a_rerun_resumes_it(workdir, slow_data):
     # 3 epochs: stopped after the first one's checkpoint, the run still has two to resume.
-    process = start(workdir, slow_data, "training.epochs=3", "eval.enabled=false")
+    process = start(workdir, slow_data, "training.epochs=3", "eval.enabled=false", "tracking.figures=false")
     wait_for_checkpoint(workdir, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)

@@ -165,7 +165,7 @@ def test_a_failing_submitit_job_is_failed_and_ends_the_sweep_non_zero(workdir, t
     server, _ = team_server
     result = sweep(
         workdir, server, "submitit_failure", "hydra/launcher=submitit_local", "optimizer.lr=1e-3,1e4",
-        "training.epochs=1", "model.hidden=[32]",
+        "training.epochs=1", "model.hidden=[32]", "tracking.figures=false",
     )  # fmt: skip
     assert result.returncode == 1
     assert "1 of 2 jobs failed" in result.stderr and "Non-finite loss in epoch 1, batch" in result.stderr
@@ -197,7 +197,7 @@ def wait_for_training_pid(workdir: Path, process: subprocess.Popen, epochs: str,
 def test_a_submitit_job_killed_outright_is_failed_and_the_other_jobs_finish(workdir, tiny_data):
     process = start(
         workdir, tiny_data, "-m", "hydra/launcher=submitit_local", "training.epochs=1,100000", "model.hidden=[32]",
-        "eval.enabled=false",
+        "eval.enabled=false", "tracking.figures=false",
     )  # fmt: skip
     try:
         os.kill(wait_for_training_pid(workdir, process, "100000"), signal.SIGKILL)

@@ -24,7 +24,10 @@ from vae_sweep.jobs import trial as trial_hooks
 from vae_sweep.search import study as studies
 from vae_sweep.search.space import dimension, read_space
 
-FAST = ["model.hidden=[16]", "eval.enabled=false", "tracking.image_every=0", "tracking.system_metrics_s=0"]
+FAST = [
+    "model.hidden=[16]", "eval.enabled=false", "tracking.image_every=0", "tracking.system_metrics_s=0",
+    "tracking.figures=false",
+]  # fmt: skip
 SPACE = ["search.space.model.latent=int(interval(2, 6))", "search.space.optimizer.lr=tag(log, interval(1e-4, 3e-3))"]
 
 

@@ -94,11 +94,11 @@ def stop_data(tmp_path_factory):
     return make_mnist_like(tmp_path_factory.mktemp("stop"), train=6000, test=500)
 
 
-JOB = ("training.epochs=3", "eval.enabled=false")
+JOB = ("training.epochs=3", "eval.enabled=false", "tracking.figures=false")
 # Loky starts the second worker's job ~3 s after the first's; at ~0.9 s an epoch on a quiet machine, three epochs ended
 # the first job before the second's first checkpoint: six leave both jobs checkpointed and running together.
 SWEEP = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.latent=2,3", "training.epochs=6",
-         "eval.enabled=false")  # fmt: skip
+         "eval.enabled=false", "tracking.figures=false")  # fmt: skip
 
 
 def launch(workdir: Path, data: Path, *args: str, python_code: str | None = None) -> subprocess.Popen:

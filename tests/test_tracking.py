@@ -146,6 +146,15 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
         assert tag in run.data.tags
 
 
+def test_a_job_without_figures_draws_none_and_says_so(workdir):
+    train_in_process(workdir, "training.epochs=1", "model.hidden=[16]", "eval.enabled=false", "tracking.figures=false")
+    client, (run,) = experiment_runs(f"sqlite:///{workdir}/mlflow.db")
+    assert run.info.status == "FINISHED" and not client.list_artifacts(run.info.run_id, "figures")
+    assert not (workdir / "outputs" / "in-process" / names.FIGURES).exists()
+    assert "Figures: none drawn (`tracking.figures=false`)" in run.data.tags["mlflow.note.content"]
+    assert "tracking.figures" not in run.data.params  # it changes no result: a search's trials still match a run
+
+
 @pytest.mark.slow
 @pytest.mark.fresh_workdir  # one of its jobs trains the FID classifier
 def test_multirun_leaves_one_complete_run_per_job(workdir, cli_in_process):

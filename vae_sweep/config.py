@@ -133,6 +133,9 @@ class TrackingConfig:
     tags: Dict[str, str] = field(default_factory=dict)
     # Reconstructions and prior samples as per-epoch images every this many epochs (and at the first and last); 0: none.
     image_every: int = 5
+    # The study's figures at the end of each run, in its job folder and on the run; false skips their ~1.5 s a run
+    # (matplotlib and seven PNGs) where nobody looks at runs one by one, such as a search's trials.
+    figures: bool = True
     # Seconds between samples of CPU, memory, disk and network (MLflow's system/ metrics); 0: none.
     system_metrics_s: float = 10.0
     # The sweep's parent run, which a sweeper passes to its jobs so that the MLflow UI nests them under it.

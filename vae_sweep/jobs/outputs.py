@@ -190,7 +190,7 @@ def run_description(final: dict[str, float], cfg: DictConfig, figure_files: list
             f"(`{names.CLASSIFIER_TIME}`); runs after it load it"
         )
     links = [f"[{file}]({tracker.artifact_link(f'{names.ARTIFACT_FIGURES}/{file}')})" for file in figure_files]
-    lines.append("- Figures: " + ", ".join(links))
+    lines.append("- Figures: " + (", ".join(links) or "none drawn (`tracking.figures=false`)"))
     return "\n".join(lines)
 
 
@@ -203,7 +203,8 @@ def write_outputs(model: VAEModel, data: Data, history: list[dict[str, float]], 
     checkpoint.save(model, out.config, folder / names.CHECKPOINT, epoch=cfg.training.epochs)
     posterior = metrics.posterior_means(model, test.images, cfg.training.eval_batch_size)
     kl = metrics.kl_per_dimension(model, posterior, cfg.eval.seed)
-    write_figures(model, test, history, folder / names.FIGURES, posterior, kl, out.kl_history)
+    if cfg.tracking.figures:
+        write_figures(model, test, history, folder / names.FIGURES, posterior, kl, out.kl_history)
     final = {key: value for key, value in history[-1].items() if key != "epoch"}
     end_of_run = {names.TRAIN_TIME: sum(row[names.EPOCH_TIME] for row in history)}
     if cfg.eval.enabled:
@@ -217,8 +218,10 @@ def write_outputs(model: VAEModel, data: Data, history: list[dict[str, float]], 
         write_kl_history(out.kl_history, folder / names.KL_PER_DIM_HISTORY)
         tracker.log_artifact(folder / names.KL_PER_DIM_HISTORY)
     tracker.log_artifact(folder / names.CHECKPOINT, names.ARTIFACT_CHECKPOINT)
-    tracker.log_artifacts(folder / names.FIGURES, names.ARTIFACT_FIGURES)
-    figure_files = sorted(path.name for path in (folder / names.FIGURES).iterdir())
+    figure_files = []
+    if cfg.tracking.figures:
+        tracker.log_artifacts(folder / names.FIGURES, names.ARTIFACT_FIGURES)
+        figure_files = sorted(path.name for path in (folder / names.FIGURES).iterdir())
     tracker.set_tags({names.TAG_NOTE: run_description(final, cfg, figure_files, tracker)})
     # Python's exit then touches ~110 MB more of the CUDA libraries (unregistering their kernels): on a trimmed heap.
     release_freed_memory()
