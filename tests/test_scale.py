@@ -213,3 +213,23 @@ def test_a_submitit_job_killed_outright_is_failed_and_the_other_jobs_finish(work
     killed = next(run for run in runs if run.info.status == "FAILED")
     assert killed.data.tags["error"].startswith("killed without a result")
     assert killed.info.end_time is not None
+
+
+def test_a_local_job_gone_without_a_result_is_failed_at_once(tmp_path, monkeypatch):
+    from submitit.core import core
+    from submitit.local.local import LocalJob
+
+    from hydra_plugins.vae_sweep_sweeper.killed_jobs import _Outcome
+
+    def no_waiting(seconds):
+        raise AssertionError(f"waited {seconds} s for the result file of a job whose process had ended")
+
+    monkeypatch.setattr(core._time, "sleep", no_waiting)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    killed = []
+    job = LocalJob(tmp_path, "1", process=ended)
+    outcome = _Outcome(job, lambda *args: killed.append(args) or "failed", ["a=1"], 7)
+    assert outcome.results() == ["failed"]
+    ((overrides, job_num, error),) = killed
+    assert (overrides, job_num) == (["a=1"], 7) and "has not produced any output" in str(error)

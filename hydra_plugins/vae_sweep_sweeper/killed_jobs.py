@@ -23,6 +23,12 @@ class _Outcome:
 
     def __init__(self, job: Any, on_killed: OnKilled, overrides: Sequence[str], job_num: int):
         self.job, self.on_killed, self.overrides, self.job_num = job, on_killed, overrides, job_num
+        from submitit.local.local import LocalJob
+
+        if isinstance(job, LocalJob):
+            # submitit waits up to 15 s for a finished job's result file, which a network file system may show late;
+            # a local job's process writes it to this machine's disk before it exits, so none then means none at all.
+            job._results_timeout_s = 0
 
     def results(self) -> list:
         from submitit.core.utils import UncompletedJobError
