@@ -1,6 +1,7 @@
 import copy
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,13 @@ from typing import Iterator
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _share = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+
+# A shell without job control (a script's `pytest &`, some CI runners) starts its background commands with SIGINT
+# ignored, and every process the tests start would inherit that: Python then never raises KeyboardInterrupt, and the
+# tests of Ctrl-C would fail for the way they were launched. Restored here, as a terminal's process has it; nothing
+# can press Ctrl-C at such a process anyway. (An ignored SIGHUP, under nohup, is left as it was asked for.)
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import numpy as np
 import pytest
