@@ -17,6 +17,8 @@ from vae_sweep.errors import UserError
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
 # Long enough for /proc/stat's 10 ms ticks to tell a held core (~100% busy) from a quiet one (~0%).
 BUSY_SAMPLE_S = 0.2
+# A window longer than this (a later job of the same process) says more about the past than about the cores now.
+BUSY_WINDOW_MAX_S = 5.0
 # Busy cores up to this much are background noise, not a core taken.
 TAKEN_BELOW = 0.25
 
@@ -54,19 +56,55 @@ def _cpu_times(cpus: set[int]) -> tuple[int, int]:
     return busy, total
 
 
-def busy_cores(sample_s: float = BUSY_SAMPLE_S) -> float | None:
-    """How many of this process's cores other work keeps busy, measured over `sample_s` while this process sleeps;
-    None where /proc/stat is not there to tell."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+def _cpus() -> set[int]:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+
+
+def _own_ticks() -> float:
+    """This process's CPU time so far (all its threads), in /proc/stat's clock ticks."""
+    times = os.times()
+    return (times.user + times.system) * os.sysconf("SC_CLK_TCK")
+
+
+def _counters(cpus: set[int]) -> tuple[float, float, int, int]:
+    """Now: the monotonic clock, this process's own ticks, and the (busy, total) ticks of these CPUs."""
+    return (time.monotonic(), _own_ticks(), *_cpu_times(cpus))
+
+
+def _counters_or_none() -> tuple[float, float, int, int] | None:
     try:
-        busy, total = _cpu_times(cpus)
-        time.sleep(sample_s)
-        busy_after, total_after = _cpu_times(cpus)
+        return _counters(_cpus())
     except (OSError, ValueError):
         return None
-    if total_after <= total:
+
+
+# The load is measured from here: a job process decides its threads a second or more after it loads this module, and
+# that start-up is a sample long enough to need no sleep of its own.
+_window = _counters_or_none()
+
+
+def busy_cores(sample_s: float | None = None) -> float | None:
+    """How many of this process's cores other processes keep busy (this process's own CPU time left out), over the next
+    `sample_s` seconds, sleeping meanwhile; without it, since this module loaded or the last such call, sleeping only
+    what is missing of BUSY_SAMPLE_S, or over a new BUSY_SAMPLE_S where that was more than BUSY_WINDOW_MAX_S ago.
+    None where /proc/stat is not there to tell."""
+    global _window
+    cpus = _cpus()
+    try:
+        start = _window
+        if sample_s is not None or start is None or time.monotonic() - start[0] > BUSY_WINDOW_MAX_S:
+            start = _counters(cpus)
+        time.sleep(max(0.0, (sample_s or BUSY_SAMPLE_S) - (time.monotonic() - start[0])))
+        end = _counters(cpus)
+    except (OSError, ValueError):
         return None
-    return len(cpus) * (busy_after - busy) / (total_after - total)
+    if sample_s is None:
+        _window = end
+    others = (end[2] - start[2]) - (end[1] - start[1])
+    total = end[3] - start[3]
+    if total <= 0:
+        return None
+    return len(cpus) * max(0.0, others) / total
 
 
 def free_cores(default: int = TORCH_DEFAULT_THREADS) -> int:
@@ -78,7 +116,7 @@ def free_cores(default: int = TORCH_DEFAULT_THREADS) -> int:
     run, since it changes float rounding.
     """
     if default <= 1:
-        return 1  # nothing to leave out: skip the load sample, which sleeps
+        return 1  # nothing to leave out: no load sample
     busy = busy_cores()
     if busy is None:
         return default
