@@ -7,8 +7,9 @@ import yaml
 
 from benchmarks.common import REPO, Context, Section, run_process, store_runs, subprocess_env, vae_sweep_command
 
-TARGET = "full experiment=seed sweep <= 10 minutes"
-TARGET_S = 600
+# Issue 24's target (10 minutes before it).
+TARGET = "full experiment=seed sweep <= 8 minutes"
+TARGET_S = 480
 
 # (label, extra overrides, training.threads, concurrent jobs): how the sweep is launched.
 SWEEP_SETTINGS = (
