@@ -45,12 +45,12 @@ def test_the_load_is_sampled_over_the_start_up_without_sleeping_and_less_this_pr
     monkeypatch.setattr(runtime, "_cpus", lambda: {0, 1})
     # Since this module loaded 1 s ago: this process used 100 ticks, the two CPUs 150 busy of 200, so others 50.
     now = runtime.time.monotonic()
-    monkeypatch.setattr(runtime, "_window", (now - 1.0, 0.0, 0, 0))
+    monkeypatch.setattr(runtime, "_window", runtime._Counters(now - 1.0, 0.0, 0, 0))
     monkeypatch.setattr(runtime, "_own_ticks", lambda: 100.0)
     monkeypatch.setattr(runtime, "_cpu_times", lambda cpus: (150, 200))
     assert runtime.busy_cores() == pytest.approx(0.5)
     assert slept == [0.0]
     # A window older than BUSY_WINDOW_MAX_S (a later job of the same process) is not the load now: a new sample.
-    monkeypatch.setattr(runtime, "_window", (now - runtime.BUSY_WINDOW_MAX_S - 1, 0.0, 0, 0))
+    monkeypatch.setattr(runtime, "_window", runtime._Counters(now - runtime.BUSY_WINDOW_MAX_S - 1, 0.0, 0, 0))
     runtime.busy_cores()
     assert slept[-1] == pytest.approx(runtime.BUSY_SAMPLE_S, abs=0.05)

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -66,12 +67,18 @@ def _own_ticks() -> float:
     return (times.user + times.system) * os.sysconf("SC_CLK_TCK")
 
 
-def _counters(cpus: set[int]) -> tuple[float, float, int, int]:
-    """Now: the monotonic clock, this process's own ticks, and the (busy, total) ticks of these CPUs."""
-    return (time.monotonic(), _own_ticks(), *_cpu_times(cpus))
+class _Counters(NamedTuple):
+    at: float  # the monotonic clock
+    own: float  # this process's CPU ticks so far
+    busy: int  # the busy and all ticks of this process's CPUs so far
+    total: int
 
 
-def _counters_or_none() -> tuple[float, float, int, int] | None:
+def _counters(cpus: set[int]) -> _Counters:
+    return _Counters(time.monotonic(), _own_ticks(), *_cpu_times(cpus))
+
+
+def _counters_or_none() -> _Counters | None:
     try:
         return _counters(_cpus())
     except (OSError, ValueError):
@@ -92,18 +99,18 @@ def busy_cores(sample_s: float | None = None) -> float | None:
     cpus = _cpus()
     try:
         start = _window
-        if sample_s is not None or start is None or time.monotonic() - start[0] > BUSY_WINDOW_MAX_S:
+        if sample_s is not None or start is None or time.monotonic() - start.at > BUSY_WINDOW_MAX_S:
             start = _counters(cpus)
-        time.sleep(max(0.0, (sample_s or BUSY_SAMPLE_S) - (time.monotonic() - start[0])))
+        time.sleep(max(0.0, (sample_s or BUSY_SAMPLE_S) - (time.monotonic() - start.at)))
         end = _counters(cpus)
     except (OSError, ValueError):
         return None
     if sample_s is None:
         _window = end
-    others = (end[2] - start[2]) - (end[1] - start[1])
-    total = end[3] - start[3]
+    total = end.total - start.total
     if total <= 0:
         return None
+    others = (end.busy - start.busy) - (end.own - start.own)
     return len(cpus) * max(0.0, others) / total
 
 
