@@ -10,6 +10,7 @@ from benchmarks.sections import (
     families,
     full_sweep,
     jobs,
+    likelihood,
     memory,
     small_batch,
     startup,
@@ -28,6 +29,7 @@ SECTIONS = (
     jobs.SECTION,
     families.SECTION,
     small_batch.SECTION,
+    likelihood.SECTION,
 )
 # The targets table puts the sweep measured in full before the one extrapolated from a scaled-down sweep.
 TARGET_ORDER = (

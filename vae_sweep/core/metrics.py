@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vae_sweep.core.data import to_float
 from vae_sweep.core.models import Posterior, VAEModel
+from vae_sweep.core.models.likelihood import bernoulli_nll
 
 # Largest tensor (in elements) one step of the IWAE bound builds: 2**22 float32 values are 16 MiB.
 MAX_ELEMENTS = 2**22
@@ -29,7 +29,7 @@ def _log_weights(model: VAEModel, x: Tensor, posterior: Posterior, eps: Tensor) 
     (samples, images, latent)."""
     z = posterior.mean + eps * torch.exp(0.5 * posterior.logvar)
     logits = model.decode(z)
-    log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    log_px_z = -bernoulli_nll(logits, x)
     return log_px_z + model.log_prior(z) - posterior.log_prob(z)
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from vae_sweep.core.models.base import Posterior
+from vae_sweep.core.models.likelihood import bernoulli_nll
 
 if TYPE_CHECKING:
     from vae_sweep.core.models.model import VAEModel
@@ -34,7 +34,7 @@ def elbo(model: "VAEModel", x: Tensor, kl_weight: float, samples: int, posterior
         posterior, x = _repeated(posterior, samples), x.expand(samples, -1, -1)
         images *= samples
     z = posterior.sample()
-    recon = F.binary_cross_entropy_with_logits(model.decode(z), x, reduction="sum") / images
+    recon = bernoulli_nll(model.decode(z), x).sum() / images
     kl = model.prior.kl(posterior, z, model.encode).sum() / images
     return {"recon": recon, "kl": kl, "loss": recon + kl_weight * kl}
 
@@ -52,7 +52,7 @@ def iwae(model: "VAEModel", x: Tensor, kl_weight: float, samples: int, posterior
     posterior = posterior if posterior is not None else model.encode(x)
     z = _repeated(posterior, samples).sample()
     logits = model.decode(z)
-    log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    log_px_z = -bernoulli_nll(logits, x)
     kl = posterior.log_prob(z) - model.log_prior(z)  # (samples, images)
     bound = (log_px_z - kl_weight * kl).logsumexp(0) - math.log(samples)
     return {"recon": -log_px_z.mean(0).sum() / images, "kl": kl.mean(0).sum() / images, "loss": -bound.sum() / images}
