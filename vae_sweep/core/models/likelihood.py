@@ -1,8 +1,8 @@
 """-log p(x|z) of the Bernoulli decoder: binary cross-entropy with logits, summed over each image's pixels.
 
-torch's binary_cross_entropy_with_logits goes through log_sigmoid, whose log1p some CPUs' vector math computes at a
-fifth of the speed of log: 10 ns an element against 1.8 on the AMD EPYC of 2026-12-06 (benchmarks/SPEEDUPS.md), which
-made it half of a step of a small model and most of the IWAE bound's time. Here softplus(l) = max(l, 0) +
+torch's binary_cross_entropy_with_logits goes through log_sigmoid, whose log1p some CPUs' vector math computes far
+slower than log: 8.5 ns an element against 1.0-1.8 on the AMD EPYC of 2026-12-06 (benchmarks/SPEEDUPS.md), which made
+it half of a small model's epoch and over a third of the IWAE bound's time. Here softplus(l) = max(l, 0) +
 log(1 + exp(-|l|)) takes the plain log: 1 + exp(-|l|) lies in (1, 2], so what log1p would add is below float32's
 resolution at 1 (< 6e-8 nats a pixel), the size of the rounding of the sum over pixels anyway.
 """
