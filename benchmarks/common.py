@@ -182,6 +182,26 @@ def matmul_sample(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> float:
     return 2 * a.shape[0] * a.shape[1] * b.shape[1] / (time.perf_counter() - start)
 
 
+def matmul_rate(repeats: int = 5) -> float:
+    """The single-thread dense float32 matmul rate (FLOP/s, median of `repeats` samples)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        operands = matmul_operands()
+        return statistics.median(matmul_sample(*operands) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def seconds_per_call(work: Callable[[], object], repeats: int) -> float:
+    """Mean seconds of one call of `work`, over `repeats` calls after one untimed warm-up call."""
+    work()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    return (time.perf_counter() - began) / repeats
+
+
 # ---- a job's own settings, for in-process epochs ------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ IWAE bound, the last two with the objectives' and metrics' bernoulli_nll swapped
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 from typing import Callable
 
@@ -21,8 +20,8 @@ from benchmarks.common import (
     alternated,
     job_model,
     job_optimizer,
-    matmul_operands,
-    matmul_sample,
+    matmul_rate,
+    seconds_per_call,
     spread,
     summary,
 )
@@ -64,14 +63,6 @@ def likelihood(function: Callable):
         objectives.bernoulli_nll, metrics.bernoulli_nll = before
 
 
-def _seconds(work: Callable, repeats: int) -> float:
-    work()
-    began = time.perf_counter()
-    for _ in range(repeats):
-        work()
-    return (time.perf_counter() - began) / repeats
-
-
 def loss_alone(repeats: int) -> dict:
     """ns per element of each loss, forward and backward on a (128, 784) batch, and of the functions beneath."""
     generator = torch.Generator().manual_seed(0)
@@ -84,9 +75,11 @@ def loss_alone(repeats: int) -> dict:
             def step(function=LIKELIHOODS[label]):
                 function(logits, x).sum().backward()
 
-            times[label].append(_seconds(step, 200) / logits.numel() * 1e9)
+            times[label].append(seconds_per_call(step, 200) / logits.numel() * 1e9)
     positive = logits.detach().abs()
-    functions = {name: _seconds(lambda f=f: f(positive), 200) / logits.numel() * 1e9 for name, f in ELEMENTWISE.items()}
+    functions = {
+        name: seconds_per_call(lambda f=f: f(positive), 200) / logits.numel() * 1e9 for name, f in ELEMENTWISE.items()
+    }
     return {"ns_per_element": {label: summary(samples) for label, samples in times.items()}, "functions": functions}
 
 
@@ -144,7 +137,7 @@ def measure(ctx: Context) -> dict:
     torch.set_num_threads(ctx.args.threads)
     return {
         "threads": ctx.args.threads,
-        "matmul_gflops": statistics.median(matmul_sample(*matmul_operands()) for _ in range(5)) / 1e9,
+        "matmul_gflops": matmul_rate() / 1e9,
         "loss": loss_alone(ctx.args.repeats),
         "epoch_pass_s": epoch_passes(ctx),
         "iwae_s": iwae_seconds(ctx),
@@ -164,9 +157,9 @@ def render(results: dict, _: dict) -> list[str]:
     out = [
         "## The Bernoulli likelihood: torch's loss against bernoulli_nll",
         "",
-        f"{results['threads']} thread(s), matmul rate {results['matmul_gflops']:.0f} GFLOP/s; medians (spread) of "
-        "the two alternated. Training passes are scaled to 60,000 images from the first few thousand, the IWAE bound "
-        f"(k = {IWAE_K}, the default job's model) to the 10,000 test images from {IWAE_IMAGES}.",
+        f"{results['threads']} thread(s), single-thread matmul rate {results['matmul_gflops']:.0f} GFLOP/s; medians "
+        "(spread) of the two alternated. Training passes are scaled to 60,000 images from the first few thousand, "
+        f"the IWAE bound (k = {IWAE_K}, the default job's model) to the 10,000 test images from {IWAE_IMAGES}.",
         "",
         f"| what | {TORCH} | {OURS} | ratio |",
         "|---|---|---|---|",

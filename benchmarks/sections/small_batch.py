@@ -9,7 +9,17 @@ import time
 
 import torch
 
-from benchmarks.common import TRAIN_IMAGES, Context, Section, alternated, job_model, job_optimizer, spread, summary
+from benchmarks.common import (
+    TRAIN_IMAGES,
+    Context,
+    Section,
+    alternated,
+    job_model,
+    job_optimizer,
+    seconds_per_call,
+    spread,
+    summary,
+)
 
 BATCH = 20
 SIZES = (784, 200, 200, 50)  # the encoder's; the decoder mirrors it, the head gives mean and log-variance
@@ -36,25 +46,17 @@ def matmul_shapes() -> list[tuple[int, int, int]]:
     return shapes
 
 
-def _seconds(work, repeats: int = 300) -> float:
-    work()
-    began = time.perf_counter()
-    for _ in range(repeats):
-        work()
-    return (time.perf_counter() - began) / repeats
-
-
 def floor(model, optimizer) -> dict:
     """Seconds per pass of the step's matmuls and of its Adam step, each timed alone at 1 thread, and their FLOPs."""
     torch.set_num_threads(1)
     matmul_s, flops = 0.0, 0
     for m, k, n in matmul_shapes():
         a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
-        matmul_s += _seconds(lambda a=a, b=b, out=out: torch.mm(a, b, out=out))
+        matmul_s += seconds_per_call(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), 300)
         flops += 2 * m * k * n
     for parameter in model.parameters():
         parameter.grad = torch.zeros_like(parameter)
-    adam_s = _seconds(optimizer.step, 100)
+    adam_s = seconds_per_call(optimizer.step, 100)
     steps = TRAIN_IMAGES // BATCH
     return {"matmul_pass_s": matmul_s * steps, "adam_pass_s": adam_s * steps, "pass_tflop": flops * steps / 1e12}
 

@@ -7,14 +7,11 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 from benchmarks.common import (
     Context,
     Section,
     alternated,
-    matmul_operands,
-    matmul_sample,
+    matmul_rate,
     run_process,
     spread,
     subprocess_env,
@@ -47,17 +44,6 @@ def commands(env: dict, baseline: Path | None) -> dict[str, tuple[list[str], dic
 def epoch_seconds(folder: Path) -> list[float]:
     """The epoch times a job wrote to its history.csv under `folder` (none for a command that trains nothing)."""
     return [row[names.EPOCH_TIME] for history in folder.rglob(names.HISTORY) for row in read_history(history)]
-
-
-def matmul_rate(repeats: int = 5) -> float:
-    """The single-thread dense float32 matmul rate (FLOP/s, median) the start-up times were measured beside."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        operands = matmul_operands()
-        return statistics.median(matmul_sample(*operands) for _ in range(repeats))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def measure(ctx: Context) -> dict:
