@@ -105,7 +105,7 @@ def epoch_passes(ctx: Context) -> dict:
                     began = time.perf_counter()
                     generator = torch.Generator().manual_seed(repeat)
                     train_epoch(*made[label], part, batch, generator, 1.0, dynamic, False, 0)
-                    times[label].append((time.perf_counter() - began) * TRAIN_IMAGES / images)
+                    times[label].append((time.perf_counter() - began) * TRAIN_IMAGES / len(part))
         results[shape] = {label: summary(samples) for label, samples in times.items()}
         ctx.note_load()
     return results
