@@ -101,7 +101,8 @@ def busy_cores(sample_s: float | None = None) -> float | None:
         start = _window
         if sample_s is not None or start is None or time.monotonic() - start.at > BUSY_WINDOW_MAX_S:
             start = _counters(cpus)
-        time.sleep(max(0.0, (sample_s or BUSY_SAMPLE_S) - (time.monotonic() - start.at)))
+        length = BUSY_SAMPLE_S if sample_s is None else sample_s
+        time.sleep(max(0.0, length - (time.monotonic() - start.at)))
         end = _counters(cpus)
     except (OSError, ValueError):
         return None
