@@ -1,6 +1,8 @@
 """End-to-end: `python -m vae_sweep` as a user runs it, on tiny generated IDX files."""
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,26 @@ def test_missing_data_offline_is_one_message(workdir, tmp_path, cli_in_process):
     result = cli_in_process(f"data.root={tmp_path}/empty", "data.download=false", "tracking.enabled=false", cwd=workdir)
     assert result.returncode == 1
     assert result.stderr.startswith("error: mnist data not found in") and "Traceback" not in result.stderr
+
+
+# An object in a reference cycle that only a garbage collection frees, created after every import; then the exit.
+EXIT_WITH_A_CYCLE = """
+import atexit, sys
+from vae_sweep.cli import skip_collection_at_exit
+if sys.argv[1] == "skip":
+    skip_collection_at_exit()
+atexit.register(lambda: print("handler ran", flush=True))
+class Loop:
+    def __init__(self):
+        self.me = self
+    def __del__(self):
+        print("collected", flush=True)
+Loop()
+"""
+
+
+@pytest.mark.parametrize("mode, collected", [("skip", False), ("keep", True)])
+def test_a_command_ends_without_the_final_collection_but_with_its_handlers(mode, collected):
+    ended = subprocess.run([sys.executable, "-c", EXIT_WITH_A_CYCLE, mode], capture_output=True, text=True, check=True)
+    assert "handler ran" in ended.stdout
+    assert ("collected" in ended.stdout) is collected

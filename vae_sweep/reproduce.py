@@ -2,7 +2,7 @@
 
 import sys
 
-from vae_sweep.cli import exit_on_user_error
+from vae_sweep.cli import exit_on_user_error, skip_collection_at_exit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,4 +12,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    skip_collection_at_exit()
     sys.exit(main())
