@@ -113,12 +113,13 @@ def test_missing_data_offline_is_one_message(workdir, tmp_path, cli_in_process):
     assert result.stderr.startswith("error: mnist data not found in") and "Traceback" not in result.stderr
 
 
-# An object in a reference cycle that only a garbage collection frees, created after every import; then the exit.
+# The imports' objects frozen or not; an object in a reference cycle that only a garbage collection frees; the exit.
 EXIT_WITH_A_CYCLE = """
-import atexit, sys
-from vae_sweep.cli import skip_collection_at_exit
+import atexit, gc, sys
+from vae_sweep.cli import collect_only_new_objects
 if sys.argv[1] == "skip":
-    skip_collection_at_exit()
+    collect_only_new_objects()
+print("imports frozen", gc.get_freeze_count() > 0)
 atexit.register(lambda: print("handler ran", flush=True))
 class Loop:
     def __init__(self):
@@ -134,3 +135,4 @@ def test_a_command_ends_without_the_final_collection_but_with_its_handlers(mode,
     ended = subprocess.run([sys.executable, "-c", EXIT_WITH_A_CYCLE, mode], capture_output=True, text=True, check=True)
     assert "handler ran" in ended.stdout
     assert ("collected" in ended.stdout) is collected
+    assert ("imports frozen True" in ended.stdout) is not collected

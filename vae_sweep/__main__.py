@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vae_sweep import names
-from vae_sweep.cli import main_with_clean_errors, single_run_exits_on_user_error, skip_collection_at_exit
+from vae_sweep.cli import collect_only_new_objects, main_with_clean_errors, single_run_exits_on_user_error
 from vae_sweep.config import CONFIG_PACKAGE, register_configs
 from vae_sweep.core.models import schemas
 from vae_sweep.jobs.task import run
@@ -19,5 +19,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    skip_collection_at_exit()
+    collect_only_new_objects()
     main_with_clean_errors(main)

@@ -2,7 +2,7 @@
 
 import sys
 
-from vae_sweep.cli import exit_on_user_error, skip_collection_at_exit
+from vae_sweep.cli import collect_only_new_objects, exit_on_user_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,5 +12,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    skip_collection_at_exit()
+    collect_only_new_objects()
     sys.exit(main())
