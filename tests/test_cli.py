@@ -117,7 +117,7 @@ def test_missing_data_offline_is_one_message(workdir, tmp_path, cli_in_process):
 EXIT_WITH_A_CYCLE = """
 import atexit, gc, sys
 from vae_sweep.cli import collect_only_new_objects
-if sys.argv[1] == "skip":
+if sys.argv[1] == "frozen":
     collect_only_new_objects()
 print("imports frozen", gc.get_freeze_count() > 0)
 atexit.register(lambda: print("handler ran", flush=True))
@@ -130,7 +130,7 @@ Loop()
 """
 
 
-@pytest.mark.parametrize("mode, collected", [("skip", False), ("keep", True)])
+@pytest.mark.parametrize("mode, collected", [("frozen", False), ("plain", True)])
 def test_a_command_ends_without_the_final_collection_but_with_its_handlers(mode, collected):
     ended = subprocess.run([sys.executable, "-c", EXIT_WITH_A_CYCLE, mode], capture_output=True, text=True, check=True)
     assert "handler ran" in ended.stdout

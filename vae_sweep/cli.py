@@ -1,5 +1,6 @@
 """The one place where a user's mistake becomes one `error:` line and exit code 1, and a stop signal (Ctrl-C, SIGTERM,
-SIGHUP) one `interrupted` line and exit code 128 + its number (130, 143, 129), not a traceback."""
+SIGHUP) one `interrupted` line and exit code 128 + its number (130, 143, 129), not a traceback; and how a command's
+process treats the garbage collector, from its imports to its exit."""
 
 from __future__ import annotations
 
