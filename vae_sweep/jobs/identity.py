@@ -13,13 +13,16 @@ from vae_sweep import names
 from vae_sweep.config import defines_result
 from vae_sweep.tracking.provenance import provenance
 
-# Hydra's own overrides and presets say how a sweep was launched, not what one of its points is.
-_LAUNCH_PREFIXES = ("hydra.", "hydra/", "experiment=", "search=")
+# Left out of a run's name: Hydra's own overrides and a search preset say how a sweep was launched, not what one of its
+# points is. An experiment preset does say what a run is (`experiment=burda_vae` is not the defaults), so its name
+# leads the run's, taken from Hydra's choice (an override or a default) rather than from the override.
+_LAUNCH_PREFIXES = ("hydra.", "hydra/", "search=", "experiment=")
 
 
-def run_name(overrides: list[str]) -> str:
-    """'model.latent=100 training.epochs=100' -> 'latent=100 epochs=100'; placement settings are left out."""
-    parts = []
+def run_name(overrides: list[str], preset: str | None = None) -> str:
+    """'model.latent=100 training.epochs=100' -> 'latent=100 epochs=100', after the preset's name if one was chosen
+    ('burda_vae latent=100'); placement settings are left out."""
+    parts = [preset] if preset else []
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if override.lstrip("+~").startswith(_LAUNCH_PREFIXES) or not defines_result(key):
@@ -33,15 +36,16 @@ def job_identity(cfg: DictConfig) -> tuple[str, dict[str, str]]:
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    preset = hydra_cfg.runtime.choices.get("experiment")
     tags = {
         names.TAG_SWEEP_ID: str(Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).resolve()),
         names.TAG_SWEEP_JOB: str(hydra_cfg.job.num if multirun else 0),
         names.TAG_OVERRIDES: " ".join(overrides),
         names.TAG_PID: str(os.getpid()),
-        names.TAG_PRESET: str(hydra_cfg.runtime.choices.get("experiment") or ""),
+        names.TAG_PRESET: preset or "",
         **provenance(Path(cfg.paths.root_dir)),
         **cfg.tracking.tags,
     }
     if cfg.tracking.parent_run_id:
         tags[names.TAG_PARENT_RUN] = cfg.tracking.parent_run_id
-    return run_name(overrides), tags
+    return run_name(overrides, preset), tags
