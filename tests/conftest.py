@@ -41,8 +41,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # xdist hands whole files to its workers, each a new file once it has two tests left, in the order of this list and then
 # by test count (`--no-loadscope-reorder` keeps it): the longest files first (per-file wall time, 2026-12-06). By test
 # count alone, as xdist orders them, a long file could start last while the other worker had nothing left to take: in
-# a simulation of that scheduler over measured durations, each varied by 15%, one worker sat idle at the end for 113 s
-# or more in one run of ten; in this order, 5 s.
+# a simulation of that scheduler over one run's measured durations, each varied by 15%, one worker sat idle at the end
+# for 50 s or more in one run of ten (the slowest 538 s against a median of 439 s); in this order, 4 s (458 s, 433 s).
 LONGEST_FILES = (
     "test_classifier.py", "test_search.py", "test_scale.py", "test_signals.py", "test_tracking.py",
     "test_reproduce.py", "test_resume.py", "test_report.py", "test_team_server.py", "test_imports.py",
