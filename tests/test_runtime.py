@@ -1,8 +1,12 @@
-"""How many threads a job trains with: what decides it, and in which order."""
+"""A job's process: how many threads it trains with (what decides it, and in which order), and how it ends."""
+
+import atexit
+import gc
 
 import pytest
 
-from vae_sweep.jobs import runtime
+from vae_sweep.core import signals
+from vae_sweep.jobs import runtime, task
 from vae_sweep.jobs.runtime import job_threads
 
 SIDE_BY_SIDE = {"n_jobs": 2}
@@ -54,3 +58,23 @@ def test_the_load_is_sampled_over_the_start_up_without_sleeping_and_less_this_pr
     monkeypatch.setattr(runtime, "_window", runtime._Counters(now - runtime.BUSY_WINDOW_MAX_S - 1, 0.0, 0, 0))
     runtime.busy_cores()
     assert slept[-1] == pytest.approx(runtime.BUSY_SAMPLE_S, abs=0.05)
+
+
+def test_the_final_collection_is_skipped_once_however_often_asked(monkeypatch):
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    runtime.skip_the_final_collection.cache_clear()
+    runtime.skip_the_final_collection()
+    runtime.skip_the_final_collection()
+    assert registered == [gc.freeze]
+
+
+def test_only_a_launchers_worker_asks_for_it_and_a_commands_own_process_leaves_it_to_its_entry(monkeypatch):
+    asked = []
+    monkeypatch.setattr(task, "skip_the_final_collection", lambda: asked.append(True))
+    monkeypatch.setattr(task, "train_job", lambda cfg: {})
+    with signals.stoppable():  # as under `python -m vae_sweep`, whose entry freezes the objects itself
+        task.run(None)
+    assert asked == []
+    task.run(None)  # outside any stoppable section: a joblib or submitit worker
+    assert asked == [True]

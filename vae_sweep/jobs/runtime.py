@@ -3,6 +3,9 @@ the cores free right now), and setting them up."""
 
 from __future__ import annotations
 
+import atexit
+import functools
+import gc
 import math
 import os
 import time
@@ -154,6 +157,19 @@ def set_cpu_threads(threads: int) -> None:
     """
     torch.set_flush_denormal(True)
     torch.set_num_threads(threads)
+
+
+@functools.cache
+def skip_the_final_collection() -> None:
+    """For a launcher's worker process (joblib's loky, submitit): no garbage collection over everything alive at exit.
+
+    The interpreter's last collections traverse every object left, ~0.5-1 s once torch and MLflow are loaded, and a
+    joblib sweep ends only when its workers have exited. gc.freeze at exit moves them out of the collector's reach;
+    atexit handlers, weakref finalizers and the flushing of output still run. Nothing is frozen before then (as
+    vae_sweep.cli.collect_only_new_objects does for a command's own process): a worker runs job after job, and each
+    job's garbage must still be collected while the next one runs.
+    """
+    atexit.register(gc.freeze)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -28,7 +28,7 @@ from vae_sweep.jobs import checkpoint, trial
 from vae_sweep.jobs.frames import EpochFrames
 from vae_sweep.jobs.identity import job_identity
 from vae_sweep.jobs.outputs import JobOutputs, classifier_to_train, write_outputs
-from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads
+from vae_sweep.jobs.runtime import job_threads, resolve_device, set_cpu_threads, skip_the_final_collection
 from vae_sweep.tracking.heartbeat import beating
 from vae_sweep.tracking.resume import Decision, decide, fingerprint, liveness_tag, retire
 from vae_sweep.tracking.runs import DataSplit, Tracker, tracked_run
@@ -316,6 +316,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         # A launcher's worker: between jobs too, a stop signal is remembered rather than the end of the process (for
         # joblib, a worker that dies breaks the pool and the others are killed in the middle of their own stop).
         signals.install()
+        skip_the_final_collection()
     try:
         with signals.stoppable():
             return train_job(cfg)
