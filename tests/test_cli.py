@@ -107,6 +107,17 @@ def test_a_bad_sweep_point_stops_the_sweep_before_any_job(workdir, cli_in_proces
     assert job_dirs(workdir) == []
 
 
+def test_a_preset_that_sweeps_is_refused_as_one_sweep_point(workdir, cli_in_process):
+    # Hydra would run burda_iwae's defaults alone: one config, not its five rows.
+    # Scaled down so that, were the point accepted, its jobs would end in seconds.
+    scaled = ("optimizer.schedule_pass_scale=0.001", "training.epochs=9", "model.hidden=[16]", "eval.enabled=false")
+    result = cli_in_process("-m", "experiment=burda_vae,burda_iwae", *scaled, "tracking.enabled=false", cwd=workdir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "experiment=burda_iwae is itself a sweep" in result.stderr and "+burda_row=vae_k1" in result.stderr
+    assert "experiment=burda_vae is" not in result.stderr
+    assert job_dirs(workdir) == []
+
+
 def test_missing_data_offline_is_one_message(workdir, tmp_path, cli_in_process):
     result = cli_in_process(f"data.root={tmp_path}/empty", "data.download=false", "tracking.enabled=false", cwd=workdir)
     assert result.returncode == 1

@@ -57,10 +57,29 @@ class VaeSweeper(BasicSweeper):
             )
             try:
                 validate(cfg)
+                self.check_no_nested_sweep(cfg)
             except ConfigError as error:
                 problems.append(f"{error} (sweep point: {' '.join(overrides)})")
         if problems:
             raise ConfigError("\n".join(problems))
+
+    def check_no_nested_sweep(self, point: Any) -> None:
+        """A preset that sweeps (e.g. experiment=burda_iwae) chosen per sweep point would run its defaults alone.
+
+        Hydra expands a config's hydra.sweeper.params only when the config is chosen for the whole sweep, so
+        `-m experiment=burda_vae,burda_iwae` would silently train burda_iwae without its five rows.
+        """
+        own, applied = point.hydra.sweeper.params or {}, self.config.hydra.sweeper.params or {}
+        nested = " ".join(f"{key}={value}" for key, value in own.items() if applied.get(key) != value)
+        if nested:
+            before = self.config.hydra.runtime.choices
+            changed = {group: name for group, name in point.hydra.runtime.choices.items() if before.get(group) != name}
+            choice = " ".join(f"{group}={name}" for group, name in changed.items() if not group.startswith("hydra/"))
+            raise ConfigError(
+                f"{choice or 'this sweep point'} is itself a sweep (hydra.sweeper.params: {nested}), which Hydra "
+                "expands only when it is chosen for the whole sweep, not per sweep point, so it would train its "
+                f"defaults alone; run it as a sweep of its own: python -m vae_sweep -m {choice or '...'}"
+            )
 
     def prepare_tracking_store(self) -> None:
         # Not a Hydra callback: Hydra turns a callback's exception into a warning and starts the jobs anyway.
