@@ -91,6 +91,16 @@ def test_seed_experiment_runs_its_three_jobs_side_by_side_unless_another_launche
     assert hydra_launcher("experiment=seed", "hydra.launcher.n_jobs=2").n_jobs == 2
 
 
+@pytest.mark.parametrize("preset", sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml")))
+def test_every_preset_runs_one_job_at_a_time_on_request(preset):
+    # A preset's launcher settings belong in a launcher option, or naming another launcher fails to compose.
+    assert hydra_launcher(f"experiment={preset}", "hydra/launcher=basic")._target_.endswith("BasicLauncher")
+
+
+def test_families_runs_two_jobs_at_a_time():
+    assert hydra_launcher("experiment=families").n_jobs == 2
+
+
 def test_postgres_is_found_in_debians_versioned_folders_or_reported_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
     monkeypatch.setattr(postgres, "DEBIAN_VERSIONS", tmp_path)
