@@ -1,3 +1,4 @@
+import subprocess
 import time
 
 import pytest
@@ -5,9 +6,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tests.conftest import experiment_runs, free_port, make_mnist_like, run_cli, serve_mlflow, train_in_process
+from tests.conftest import REPO, experiment_runs, free_port, make_mnist_like, run_cli, serve_mlflow, train_in_process
 from vae_sweep import load_model, names
 from vae_sweep.errors import UserError
+from vae_sweep.tracking import provenance
 from vae_sweep.tracking.mlflow_tracker import MlflowTracker
 from vae_sweep.tracking.runs import NullTracker, tracked_run
 from vae_sweep.tracking.store import check_reachable, connect, open_store, run_link, ui_link
@@ -144,6 +146,16 @@ def check_complete_run(client: MlflowClient, run, epochs: int) -> None:
     assert artifacts >= {"config_resolved.yaml", "checkpoint", "history.csv", "kl_per_dim_history.csv"}
     for tag in ("sweep.id", "sweep.job", "hydra.overrides", "git.commit", "sys.host", "version.torch"):
         assert tag in run.data.tags
+
+
+def test_the_code_commit_is_the_package_checkouts_wherever_a_job_is_launched(tmp_path, monkeypatch):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the tests run from files outside a git checkout")
+    assert provenance.provenance(tmp_path)["git.commit"] == head.stdout.strip()  # tmp_path is in no checkout
+    monkeypatch.setattr(provenance, "code_checkout", lambda: None)  # as installed from a wheel: the launch folder's
+    assert provenance.provenance(tmp_path)["git.commit"] == "unknown"
+    assert provenance.provenance(REPO)["git.commit"] == head.stdout.strip()
 
 
 def test_a_job_without_figures_draws_none_and_says_so(workdir):

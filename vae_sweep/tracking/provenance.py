@@ -29,6 +29,12 @@ def git_state(root: Path) -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(bool(changes)).lower()}
 
 
+def code_checkout() -> Path | None:
+    """The git checkout this package's code runs from (an editable install), or None: a wheel, or untracked files."""
+    package = Path(__file__).resolve().parents[1]
+    return package if _git(package, "ls-files", "--", "__init__.py") else None
+
+
 def library_versions() -> dict[str, str]:
     versions = {}
     for name in LIBRARIES:
@@ -40,5 +46,7 @@ def library_versions() -> dict[str, str]:
 
 
 def provenance(root: Path) -> dict[str, str]:
+    """The code's commit is the package checkout's wherever the job is launched from; installed from a wheel, that
+    of the launch folder `root` (a user's project of configs, if it is one)."""
     machine = {names.TAG_HOST: platform.node(), names.TAG_PYTHON: platform.python_version()}
-    return {**git_state(root), **library_versions(), **machine}
+    return {**git_state(code_checkout() or root), **library_versions(), **machine}
