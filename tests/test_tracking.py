@@ -85,6 +85,17 @@ def test_the_experiment_opens_on_its_runs_in_the_mlflow_ui(tmp_path):
     assert "python -m vae_sweep.report" in tags["mlflow.note.content"]
 
 
+def test_a_reopened_run_carries_neither_its_last_attempts_error_nor_an_empty_one(tmp_path):
+    client, experiment_id = connect(f"sqlite:///{tmp_path}/mlflow.db", "e", None)
+    failed, killed = (client.create_run(experiment_id).info.run_id for _ in range(2))
+    client.set_tag(failed, names.TAG_ERROR, "NonFiniteLoss: Non-finite loss in epoch 3")
+    for run_id in (failed, killed):
+        MlflowTracker.reopen(client, run_id, {names.TAG_THREADS: "1"})
+        run = client.get_run(run_id)
+        assert run.info.status == "RUNNING" and names.TAG_ERROR not in run.data.tags
+        assert run.data.tags[names.TAG_RESUMED] == "true" and run.data.tags[names.TAG_THREADS] == "1"
+
+
 def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     experiment_id = MlflowClient(uri).create_experiment("old", tags={"mlflow.note.content": "ours"})

@@ -147,8 +147,11 @@ class MlflowTracker:
     @store_call
     def reopen(cls, client: MlflowClient, run_id: str, tags: dict[str, str]) -> MlflowTracker:
         client.update_run(run_id, status="RUNNING")
-        tracker = cls(client, run_id, client.get_run(run_id).info.experiment_id)
-        tracker.set_tags({**tags, names.TAG_ERROR: "", names.TAG_RESUMED: "true"})
+        run = client.get_run(run_id)
+        if names.TAG_ERROR in run.data.tags:  # the last attempt's failure, not this run's (an empty tag still shows)
+            client.delete_tag(run_id, names.TAG_ERROR)
+        tracker = cls(client, run_id, run.info.experiment_id)
+        tracker.set_tags({**tags, names.TAG_RESUMED: "true"})
         return tracker
 
     @store_call
