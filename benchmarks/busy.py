@@ -56,7 +56,7 @@ def worker(threads: str, batches: int, repeats: int, data_root: str) -> dict:
     from vae_sweep.core.data import SHAPES, Split, load
     from vae_sweep.core.models import build_model
     from vae_sweep.core.optim import build_optimizer
-    from vae_sweep.core.train import train_epoch
+    from vae_sweep.core.train import EpochSettings, train_epoch
     from vae_sweep.jobs.runtime import TORCH_DEFAULT_THREADS, job_threads, set_cpu_threads
 
     if threads == "job":
@@ -78,7 +78,7 @@ def worker(threads: str, batches: int, repeats: int, data_root: str) -> dict:
 
     def run(rows: slice, epoch: int) -> dict[str, float]:
         split = Split(images[rows], torch.zeros(rows.stop - rows.start, dtype=torch.long))
-        return train_epoch(model, optimizer, split, BATCH, generator, 1.0, False, False, epoch)
+        return train_epoch(model, optimizer, split, EpochSettings(BATCH), generator, 1.0, epoch)
 
     run(slice(0, WARMUP_BATCHES * BATCH), 0)
     times, losses = [], []

@@ -131,7 +131,7 @@ def compare(ctx: Context, hidden, latent, conv_train, conv_test, mm, matmul: lis
     from torch.utils.data import DataLoader
 
     from vae_sweep.core.data import Split
-    from vae_sweep.core.train import evaluate, train_epoch
+    from vae_sweep.core.train import EpochSettings, evaluate, train_epoch
     from vae_sweep.tracking.runs import NullTracker
 
     train, test = ctx.data()
@@ -151,7 +151,7 @@ def compare(ctx: Context, hidden, latent, conv_train, conv_test, mm, matmul: lis
     test_loader = DataLoader(conv_test, batch_size=batch, shuffle=False)
     # Warm-up (not timed): a few batches of each loop.
     warm = Split(train.images[:1280], train.labels[:1280])
-    train_epoch(ours, ours_opt, warm, batch, torch.Generator().manual_seed(1), 1.0, False, False, 0)
+    train_epoch(ours, ours_opt, warm, EpochSettings(batch), torch.Generator().manual_seed(1), 1.0, 0)
     evaluate(ours, Split(test.images[:eval_batch], test.labels[:eval_batch]), eval_batch, 0)
     conventional_train(conv, conv_opt, loader, PIXELS_OF_MNIST, max_batches=10)
     times = {name: {"train": [], "test": [], "epoch": [], "cpu": []} for name in ("ours", "conventional")}

@@ -23,10 +23,11 @@ VARIANTS = {
 def measure(ctx: Context) -> dict:
     from vae_sweep.core.data import SHAPES
     from vae_sweep.core.models import build_model
-    from vae_sweep.core.train import train_epoch
+    from vae_sweep.core.train import EpochSettings, train_epoch
 
     train, _ = ctx.data()
     torch.set_flush_denormal(True)  # as fit() does
+    settings = EpochSettings(batch_size=128, dynamic_binarize=True)
     models = {}
     for label, keys in VARIANTS.items():
         torch.manual_seed(0)
@@ -37,7 +38,7 @@ def measure(ctx: Context) -> dict:
         for label in alternated(list(VARIANTS), repeat):
             model, optimizer = models[label]
             began = time.perf_counter()
-            train_epoch(model, optimizer, train, 128, torch.Generator().manual_seed(repeat), 1.0, True, False, repeat)
+            train_epoch(model, optimizer, train, settings, torch.Generator().manual_seed(repeat), 1.0, repeat)
             times[label].append((time.perf_counter() - began) * TRAIN_IMAGES / len(train))
         ctx.note_load()
     return {"epoch_s": {label: summary(samples) for label, samples in times.items()}, "images": len(train)}

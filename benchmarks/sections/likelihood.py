@@ -87,24 +87,25 @@ def epoch_passes(ctx: Context) -> dict:
     """Seconds per 60,000-image pass of train_epoch for each shape and likelihood, alternated, each likelihood with
     its own model and optimizer from the same seed."""
     from vae_sweep.core.data import Split
-    from vae_sweep.core.train import train_epoch
+    from vae_sweep.core.train import EpochSettings, train_epoch
 
     train, _ = ctx.data()
     results = {}
     for shape, (keys, batch, dynamic, images) in SHAPES.items():
         part = Split(train.images[:images], train.labels[:images])
         made = {label: _model_and_optimizer(keys) for label in LIKELIHOODS}
+        settings = EpochSettings(batch_size=batch, dynamic_binarize=dynamic)
         warm_up = Split(part.images[: 10 * batch], part.labels[: 10 * batch])  # first calls allocate and dispatch
         for label in LIKELIHOODS:
             with likelihood(LIKELIHOODS[label]):
-                train_epoch(*made[label], warm_up, batch, torch.Generator().manual_seed(0), 1.0, dynamic, False, 0)
+                train_epoch(*made[label], warm_up, settings, torch.Generator().manual_seed(0), 1.0, 0)
         times: dict[str, list[float]] = {label: [] for label in LIKELIHOODS}
         for repeat in range(ctx.args.repeats):
             for label in alternated(list(LIKELIHOODS), repeat):
                 with likelihood(LIKELIHOODS[label]):
                     began = time.perf_counter()
                     generator = torch.Generator().manual_seed(repeat)
-                    train_epoch(*made[label], part, batch, generator, 1.0, dynamic, False, 0)
+                    train_epoch(*made[label], part, settings, generator, 1.0, 0)
                     times[label].append((time.perf_counter() - began) * TRAIN_IMAGES / len(part))
         results[shape] = {label: summary(samples) for label, samples in times.items()}
         ctx.note_load()

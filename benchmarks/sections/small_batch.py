@@ -80,21 +80,22 @@ def variants() -> dict:
 
 
 def measure(ctx: Context) -> dict:
-    from vae_sweep.core.train import train_epoch
+    from vae_sweep.core.train import EpochSettings, train_epoch
 
     train, _ = ctx.data()
     torch.set_flush_denormal(True)  # as fit() does
+    settings = EpochSettings(batch_size=BATCH, dynamic_binarize=True)
     made = variants()
     began = time.perf_counter()
     torch.set_num_threads(1)
-    train_epoch(*made[COMPILED_1], train, BATCH, torch.Generator().manual_seed(0), 1.0, True, False, 0)
+    train_epoch(*made[COMPILED_1], train, settings, torch.Generator().manual_seed(0), 1.0, 0)
     compile_s = time.perf_counter() - began
     times: dict[str, list[float]] = {label: [] for label in THREADS}
     for repeat in range(ctx.args.repeats):
         for label in alternated(list(THREADS), repeat):
             torch.set_num_threads(THREADS[label])
             began = time.perf_counter()
-            train_epoch(*made[label], train, BATCH, torch.Generator().manual_seed(repeat), 1.0, True, False, repeat)
+            train_epoch(*made[label], train, settings, torch.Generator().manual_seed(repeat), 1.0, repeat)
             times[label].append((time.perf_counter() - began) * TRAIN_IMAGES / len(train))
         ctx.note_load()
     torch.set_num_threads(ctx.args.threads)

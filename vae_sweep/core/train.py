@@ -42,33 +42,40 @@ def _first_bad_batch(per_batch: Tensor) -> int:
     return int((~torch.isfinite(per_batch).all(dim=1)).nonzero()[0, 0]) + 1
 
 
+@dataclass(frozen=True)
+class EpochSettings:
+    """What one pass over the training images reads (FitSettings.for_epoch gives a job's)."""
+
+    batch_size: int
+    dynamic_binarize: bool = False
+    grad_clip: float = 0.0
+    progress: bool = False
+
+
 def train_epoch(
     model: VAEModel,
     optimizer: torch.optim.Optimizer,
     train: Split,
-    batch_size: int,
+    settings: EpochSettings,
     generator: torch.Generator,
     weight: float,
-    dynamic_binarize: bool,
-    progress: bool,
     epoch: int,
-    grad_clip: float = 0.0,
 ) -> dict[str, float]:
     """One pass over the training images; returns each term averaged over all images of the epoch."""
     model.train()
-    batches = batch_indices(len(train), batch_size, generator)
+    batches = batch_indices(len(train), settings.batch_size, generator)
     step = stepper(optimizer)
     # Per-batch sums stay on the device; one transfer at the end avoids a sync per batch.
     per_batch = []
-    for index in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress):
+    for index in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not settings.progress):
         x = train.rows(index.to(train.images.device))
-        if dynamic_binarize:
+        if settings.dynamic_binarize:
             x = binarize(x)
         terms = model.objective(x, weight)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         step()
         per_batch.append(torch.stack([terms[name].detach() for name in TERMS]) * len(index))
     stacked = torch.stack(per_batch).cpu()
@@ -148,6 +155,11 @@ class FitSettings:
         keys = [name for name in cls.__dataclass_fields__ if name != "dynamic_binarize"]
         return cls(**{key: getattr(training, key) for key in keys}, dynamic_binarize=dynamic_binarize)
 
+    def for_epoch(self) -> EpochSettings:
+        """The pass's settings; a progress bar only where stderr is a terminal (a log file would fill with them)."""
+        progress = self.progress and sys.stderr.isatty()
+        return EpochSettings(self.batch_size, self.dynamic_binarize, self.grad_clip, progress)
+
 
 @dataclass
 class Hooks:
@@ -224,17 +236,13 @@ def fit(
     torch.set_flush_denormal(True)
     start = start if start is not None else Start(torch.Generator().manual_seed(settings.seed))
     history = list(start.history)
-    progress = settings.progress and sys.stderr.isatty()
     for epoch in range(len(history) + 1, settings.epochs + 1):
         began = time.perf_counter()
         weight = kl_weight(epoch, settings.beta, settings.kl_warmup_epochs)
         if hooks.lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = hooks.lr_at(epoch)
-        train_terms = train_epoch(
-            model, optimizer, train, settings.batch_size, start.generator, weight, settings.dynamic_binarize,
-            progress, epoch, settings.grad_clip,
-        )  # fmt: skip
+        train_terms = train_epoch(model, optimizer, train, settings.for_epoch(), start.generator, weight, epoch)
         metrics, usage = epoch_metrics(model, train_terms, evaluation, settings)
         metrics[names.KL_WEIGHT] = weight
         metrics[names.LR] = optimizer.param_groups[0]["lr"]
