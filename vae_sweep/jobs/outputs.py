@@ -135,35 +135,48 @@ def evaluate_quality(model: VAEModel, data: Data, posterior: Posterior, kl, out:
     if cfg.eval.sample_quality and unscored_because(data):
         log.info(f"quality: no FID or inception score: {unscored_because(data)}.")
     if scores_samples(cfg, data):
-        key = classifier_key(cfg, out.data_digest)
-        cache = Path(cfg.eval.classifier_dir)
-        started = time.perf_counter()
-        scorer = quality.load_classifier(key, data.classifier_train, test, cache, data.shape)
-        if scorer.newly_trained:
-            # Once per machine and dataset, inside this run's duration: said so, or the run looks slow.
-            results[names.CLASSIFIER_TIME] = time.perf_counter() - started
-            out.tracker.set_tags({names.TAG_CLASSIFIER_TRAINED: f"{key}: the FID classifier that later runs load"})
-        release_freed_memory()
-        results[names.Q_CLASSIFIER_ACCURACY] = scorer.accuracy
-        results.update(quality.sample_quality(model, scorer, test, cfg.eval))
-        if scorer.newly_trained:
-            out.tracker.log_artifact(cache / f"{key}_cnn.pt", names.ARTIFACT_CLASSIFIER)
+        results.update(_sample_scores(model, data, out))
+    log.info(_quality_line(results, cfg, scores_samples(cfg, data)))
+    return results
+
+
+def _sample_scores(model: VAEModel, data: Data, out: JobOutputs) -> dict[str, float]:
+    """FID and inception score of the model's samples, with the classifier's test accuracy; the classifier is loaded
+    from the cache, or trained once per machine and dataset (then its time and file go to this run)."""
+    cfg = out.cfg
+    key = classifier_key(cfg, out.data_digest)
+    cache = Path(cfg.eval.classifier_dir)
+    started = time.perf_counter()
+    scorer = quality.load_classifier(key, data.classifier_train, data.test, cache, data.shape)
+    results = {}
+    if scorer.newly_trained:
+        # Inside this run's duration: said so, or the run looks slow.
+        results[names.CLASSIFIER_TIME] = time.perf_counter() - started
+        out.tracker.set_tags({names.TAG_CLASSIFIER_TRAINED: f"{key}: the FID classifier that later runs load"})
+    release_freed_memory()
+    results[names.Q_CLASSIFIER_ACCURACY] = scorer.accuracy
+    results.update(quality.sample_quality(model, scorer, data.test, cfg.eval))
+    if scorer.newly_trained:
+        out.tracker.log_artifact(cache / f"{key}_cnn.pt", names.ARTIFACT_CLASSIFIER)
+    return results
+
+
+def _quality_line(results: dict[str, float], cfg: DictConfig, scored: bool) -> str:
     bound = f"k={cfg.eval.iwae_k}, {int(results[names.Q_IWAE_IMAGES])} test images"
-    if binarized:
+    if cfg.data.binarize.value != "none":
         likelihood = f"IWAE NLL bound -L_k ({bound}) {results[names.Q_IWAE_NLL]:.2f} nats"
     else:
         likelihood = f"IWAE bound on grey levels -L_k ({bound}; not a likelihood) {results[names.Q_IWAE_GREY]:.2f} nats"
     samples = ""
-    if scores_samples(cfg, data):
+    if scored:
         samples = (
             f", {cfg.eval.samples} samples: FID {results[names.Q_FID]:.2f}, inception score "
             f"{results[names.Q_IS_MEAN]:.2f} ± {results[names.Q_IS_STD]:.2f} over 10 splits"
         )
-    log.info(
+    return (
         f"quality: {likelihood}, {results[names.Q_ACTIVE_UNITS]} active units, "
         f"train-test gap {results[names.Q_GAP]:.2f}{samples}"
     )
-    return results
 
 
 def run_description(final: dict[str, float], cfg: DictConfig, figure_files: list[str], tracker) -> str:

@@ -229,62 +229,75 @@ def search_section(
     """A search's trials: its best and how to rerun it, the course of the objective, which keys mattered (or why
     that is unknown: `importances` is then the reason) and the trials it pruned. `trials` as study.trials gives
     them; `figures` by file name, paths relative to the report folder."""
-    keys = list(search.space)
-    short = short_names(keys)
-    states = trials["trial_state"].fillna(trials["status"])
-    counts = ", ".join(f"{count} {state.lower()}" for state, count in states.value_counts().sort_index().items())
-    space = "; ".join(f"{key} = {dimension}" for key, dimension in search.space.items())
-    better = "lower" if search.lower_is_better else "higher"
-    blocks: list[str | Bullets | Table | Image | Code] = [
-        f"Optuna study {search.study!r}, parent run {search.parent}: {len(trials)} trials here ({counts}). It "
-        f"{search.direction}s {search.objective}, each trial's last logged value; searched: {space or 'nothing'}."
-    ]
-    if best is None:
-        blocks.append(f"No trial completed with a value of {search.objective}, so there is no best one yet.")
-    else:
-        where = ", ".join(f"{short[key]}={_value(best[key])}" for key in keys)
-        blocks += [
-            f"Best trial: #{best['trial']} with {search.objective} {best['objective']:.2f} ({better} is better) at "
-            f"{where}, run {best['run_id']}{test_number(best, search.objective)}; {split_words(search.objective)}. "
-            "To train it again and compare:",
-            Code(f"python -m vae_sweep.reproduce {best['run_id']}"),
-        ]
     captions = {
         names.FIG_SEARCH_HISTORY: f"{search.objective} per trial in trial order, the best so far as a line; pruned "
         "trials are crosses at the value they had reached, failed ones are left out.",
         names.FIG_SEARCH_PARALLEL: f"The complete trials over the searched keys and {search.objective}, coloured by "
         "it (best darkest); keys sampled on a log scale have log axes.",
     }
-    blocks += [Image(path, captions[name]) for name, path in figures.items()]
+    blocks: list[str | Bullets | Table | Image | Code] = [
+        _search_summary(search, trials),
+        *_best_trial(search, best),
+        *(Image(path, captions[name]) for name, path in figures.items()),
+        *_importances(search, importances),
+        *_pruned_trials(search, trials),
+    ]
+    return Section(f"Search: study {search.study}", blocks)
+
+
+def _search_summary(search: Search, trials: pd.DataFrame) -> str:
+    states = trials["trial_state"].fillna(trials["status"])
+    counts = ", ".join(f"{count} {state.lower()}" for state, count in states.value_counts().sort_index().items())
+    space = "; ".join(f"{key} = {dimension}" for key, dimension in search.space.items())
+    return (
+        f"Optuna study {search.study!r}, parent run {search.parent}: {len(trials)} trials here ({counts}). It "
+        f"{search.direction}s {search.objective}, each trial's last logged value; searched: {space or 'nothing'}."
+    )
+
+
+def _best_trial(search: Search, best: pd.Series | None) -> list[str | Code]:
+    if best is None:
+        return [f"No trial completed with a value of {search.objective}, so there is no best one yet."]
+    short = short_names(list(search.space))
+    where = ", ".join(f"{short[key]}={_value(best[key])}" for key in search.space)
+    better = "lower" if search.lower_is_better else "higher"
+    return [
+        f"Best trial: #{best['trial']} with {search.objective} {best['objective']:.2f} ({better} is better) at "
+        f"{where}, run {best['run_id']}{test_number(best, search.objective)}; {split_words(search.objective)}. "
+        "To train it again and compare:",
+        Code(f"python -m vae_sweep.reproduce {best['run_id']}"),
+    ]
+
+
+def _importances(search: Search, importances: dict[str, float] | str) -> list[str | Table]:
     if isinstance(importances, str):
-        blocks.append(importances)
-    else:
-        blocks += [
-            "Optuna's parameter importances over the study's complete trials (they sum to 1; few trials make them "
-            "rough):",
-            Table(
-                ["config key", "dimension", "importance"],
-                [[key, search.space.get(key, MISSING), f"{value:.2f}"] for key, value in importances.items()],
-                "importances",
-            ),
-        ]
+        return [importances]
+    return [
+        "Optuna's parameter importances over the study's complete trials (they sum to 1; few trials make them rough):",
+        Table(
+            ["config key", "dimension", "importance"],
+            [[key, search.space.get(key, MISSING), f"{value:.2f}"] for key, value in importances.items()],
+            "importances",
+        ),
+    ]
+
+
+def _pruned_trials(search: Search, trials: pd.DataFrame) -> list[str | Table]:
     stopped = pruned(trials)
     if stopped.empty:
-        blocks.append("The search pruned no trial.")
-    else:
-        rows = [
-            [str(trial["trial"]), *(_value(trial[key]) for key in keys), epochs_trained(trial),
-             number(trial["objective"]), trial["run_id"]]
-            for _, trial in stopped.iterrows()
-        ]  # fmt: skip
-        blocks += [
-            f"Trials the search stopped early: their {search.objective} is of fewer epochs than the others', so "
-            "they are left out of every comparison above and below.",
-            Table(
-                ["trial", *short.values(), "epochs trained", f"{search.objective} at pruning", "run id"], rows, "pruned"
-            ),
-        ]
-    return Section(f"Search: study {search.study}", blocks)
+        return ["The search pruned no trial."]
+    keys = list(search.space)
+    rows = [
+        [str(trial["trial"]), *(_value(trial[key]) for key in keys), epochs_trained(trial),
+         number(trial["objective"]), trial["run_id"]]
+        for _, trial in stopped.iterrows()
+    ]  # fmt: skip
+    header = ["trial", *short_names(keys).values(), "epochs trained", f"{search.objective} at pruning", "run id"]
+    return [
+        f"Trials the search stopped early: their {search.objective} is of fewer epochs than the others', so "
+        "they are left out of every comparison above and below.",
+        Table(header, rows, "pruned"),
+    ]
 
 
 def _first_line(error: Any) -> str:
