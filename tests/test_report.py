@@ -608,6 +608,23 @@ def test_a_difference_of_0_12_nats_is_not_drawn_across_the_whole_panel(tmp_path)
     assert path.stat().st_size > 0
 
 
+def test_long_runs_get_a_log_epoch_axis_and_short_ones_a_linear_one(tmp_path):
+    figure, (short, long) = plt.subplots(1, 2)
+    plots.epoch_axis(short, 100)
+    plots.epoch_axis(long, 3280)
+    assert (short.get_xscale(), short.get_xlabel()) == ("linear", "epoch")
+    assert (long.get_xscale(), long.get_xlabel()) == ("log", "epoch (log scale)")
+    plt.close(figure)
+    epochs = range(1, plots.LOG_EPOCHS_FROM + 1)
+    histories = pd.DataFrame(
+        [("r", names.epoch_key(split, term), epoch, 100.0 / epoch) for split in names.SPLITS
+         for term in names.TERMS for epoch in epochs],
+        columns=["run_id", "key", "step", "value"],
+    )  # fmt: skip
+    path = plots.plot_learning_curves(histories, {"r": "burda_vae"}, "one run", tmp_path / "curves.png")
+    assert path.stat().st_size > 0
+
+
 def test_the_caption_says_when_there_is_one_seed_per_point():
     figures = {names.FIG_QUALITY_VS_X: Path(names.FIG_QUALITY_VS_X)}
     (one,) = document.figures_section(latent_step(1, None), "model.latent", figures, "").blocks

@@ -27,6 +27,10 @@ MIN_SPAN_NATS = 4.0
 # More distinct x values than this, each of one run, are a search's samples rather than a grid's steps; as many ticks
 # would also overlap.
 GRID_LIMIT = 12
+# From this many epochs the learning curves' epoch axis is logarithmic: over thousands of epochs (Burda et al.'s 3^i
+# stages, the VampPrior's 2,000) most of the change is in the first few percent, which a linear axis squeezes into
+# its left edge. The seed study's 50-100 epochs stay linear.
+LOG_EPOCHS_FROM = 1000
 
 
 def draws_lines(points: pd.DataFrame, x: str, others: list[str]) -> bool:
@@ -140,13 +144,24 @@ def plot_learning_curves(histories: pd.DataFrame, runs: dict[str, str], which: s
                         label = name if split == "test" else None
                         ax.plot(frame["step"], frame["value"], style, color=colour, linewidth=1, label=label)
             ax.set_title(title)
-            ax.set_xlabel("epoch")
+            epoch_axis(ax, int(histories["step"].max()) if len(histories) else 1)
             ax.set_ylabel("nats per image")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(runs) <= LEGEND_LIMIT:
             axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
         fig.suptitle(f"Learning curves of {which} (train dashed, test solid)")
     return path
+
+
+def epoch_axis(ax, last_epoch: int) -> None:
+    """An epoch x axis up to last_epoch: integers on a linear one, plain numbers on a log one (LOG_EPOCHS_FROM)."""
+    if last_epoch < LOG_EPOCHS_FROM:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("epoch (log scale)")
 
 
 def plot_rate_distortion(runs: pd.DataFrame, x: str, path: Path) -> Path:
