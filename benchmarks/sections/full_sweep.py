@@ -74,7 +74,12 @@ def one_full_sweep(ctx: Context, folder: Path, classifiers: Path, label: str) ->
     return result
 
 
+def _command(full: dict) -> str:
+    return " ".join(["experiment=seed", *full["overrides"]])
+
+
 def targets(full: dict) -> list[tuple[str, bool | None]]:
+    floor = f"; the matrix products alone: {full['floor_s'] / 60:.1f} min" if "floor_s" in full else ""
     rows = []
     for label, measured in (("empty classifier cache", full), ("classifier cached", full.get("warm"))):
         if measured and "wall_s" in measured:
@@ -82,7 +87,7 @@ def targets(full: dict) -> list[tuple[str, bool | None]]:
             rows.append(
                 (
                     f"{measured['wall_s'] / 60:.1f} min (measured, {label}"
-                    f"{'' if complete else ', NOT complete'}: experiment=seed {' '.join(full['overrides'])})",
+                    f"{'' if complete else ', NOT complete'}: {_command(full)}{floor})",
                     complete and measured["wall_s"] <= TARGET_S,
                 )
             )
@@ -94,7 +99,7 @@ def render(full: dict, results: dict) -> list[str]:
     out = [
         "## 5b. The full sweep, measured",
         "",
-        f"`python -m vae_sweep -m experiment=seed {' '.join(full['overrides'])}`, each time from a fresh working "
+        f"`python -m vae_sweep -m {_command(full)}`, each time from a fresh working "
         "directory (its own SQLite store): first with an **empty classifier cache**, as a machine's first sweep, "
         f"where the first job to finish trains the FID/IS classifier: **{full['wall_s'] / 60:.1f} min** wall, "
         f"exit {full['returncode']}{'' if full['complete'] else ' — NOT complete (see the table)'}"
