@@ -82,6 +82,11 @@ def write_figures(
         figures.kl_per_dim_history(torch.tensor(kl_history), folder / names.FIG_KL_PER_DIM_HISTORY)
 
 
+def _binarized(cfg: DictConfig) -> bool:
+    """Whether the job's images are binarized (fixed or dynamic): its IWAE bound is then an NLL bound."""
+    return cfg.data.binarize.value != "none"
+
+
 def classifier_key(cfg: DictConfig, data_digest: str | None = None) -> str:
     """The classifier cache entry of the job's data: binarized runs score against a classifier of binarized data.
 
@@ -94,7 +99,7 @@ def classifier_key(cfg: DictConfig, data_digest: str | None = None) -> str:
     if data_digest is not None:
         name += f"_{data_digest[:12]}_{cfg.data.size or 'asis'}_{cfg.data.channels or 'asis'}"
     held_out = f"_val{cfg.data.validation}" if cfg.data.get("validation") else ""
-    return name + ("" if cfg.data.binarize.value == "none" else "_binarized") + held_out
+    return name + ("_binarized" if _binarized(cfg) else "") + held_out
 
 
 def unscored_because(data: Data) -> str | None:
@@ -120,13 +125,12 @@ def classifier_to_train(cfg: DictConfig, data: Data, data_digest: str | None = N
 
 def evaluate_quality(model: VAEModel, data: Data, posterior: Posterior, kl, out: JobOutputs) -> dict[str, float]:
     """The quality/ metrics; the per-dimension KL goes to kl_per_dim.json, a newly trained classifier to the run."""
-    cfg, test = out.cfg, data.test
-    binarized = cfg.data.binarize.value != "none"
+    cfg, test, scored = out.cfg, data.test, scores_samples(out.cfg, data)
     # Each step starts from what the last one left live, not from its high-water mark.
     release_freed_memory()
     results = quality.generalisation(model, data.train_eval, test, cfg.training)
     release_freed_memory()
-    results.update(quality.likelihood(model, test, cfg.eval, binarized))
+    results.update(quality.likelihood(model, test, cfg.eval, _binarized(cfg)))
     release_freed_memory()
     usage = quality.latent_usage(posterior, kl)
     results.update(usage)
@@ -134,9 +138,9 @@ def evaluate_quality(model: VAEModel, data: Data, posterior: Posterior, kl, out:
     out.tracker.log_artifact(out.folder / names.KL_PER_DIM)
     if cfg.eval.sample_quality and unscored_because(data):
         log.info(f"quality: no FID or inception score: {unscored_because(data)}.")
-    if scores_samples(cfg, data):
+    if scored:
         results.update(_sample_scores(model, data, out))
-    log.info(_quality_line(results, cfg, scores_samples(cfg, data)))
+    log.info(_quality_line(results, cfg, scored))
     return results
 
 
@@ -163,7 +167,7 @@ def _sample_scores(model: VAEModel, data: Data, out: JobOutputs) -> dict[str, fl
 
 def _quality_line(results: dict[str, float], cfg: DictConfig, scored: bool) -> str:
     bound = f"k={cfg.eval.iwae_k}, {int(results[names.Q_IWAE_IMAGES])} test images"
-    if cfg.data.binarize.value != "none":
+    if _binarized(cfg):
         likelihood = f"IWAE NLL bound -L_k ({bound}) {results[names.Q_IWAE_NLL]:.2f} nats"
     else:
         likelihood = f"IWAE bound on grey levels -L_k ({bound}; not a likelihood) {results[names.Q_IWAE_GREY]:.2f} nats"
